@@ -1,0 +1,5 @@
+import sys
+
+from bootserverd.cli import main
+
+sys.exit(main())

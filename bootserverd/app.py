@@ -1,0 +1,185 @@
+"""Composition: config → model, image store, resolver, boot files → one service per listener.
+
+Each protocol service is optional (``<section>.enabled``), so a site can split roles.
+SIGHUP calls ``reload``: the config and inventory are re-read and what changed is applied;
+a service whose section changed is reconfigured in place when it can be, else restarted
+(TFTP transfers and NBD connections live on their own sockets and are not dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from bootserverd import config as configmod
+from bootserverd.bootfiles import BootFiles
+from bootserverd.images import ImageStore
+from bootserverd.inventory import InventorySource, YamlInventorySource
+from bootserverd.model import Directory, Inventory, Model, diff_devices
+from bootserverd.resolver import BootResolver
+
+log = Logger(namespace="bootserverd.app")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    section: str                                  # the config section that configures it
+    build: Callable[["BootServer"], Service]
+
+
+def _tftp(app: "BootServer") -> Service:
+    from services.tftp import TFTPService
+    return TFTPService(app.config.tftp, app.boot_files, reactor=app.reactor)
+
+
+def _nbd(app: "BootServer") -> Service:
+    from services.nbd import NBDService
+    return NBDService(app.config.nbd, app.images, reactor=app.reactor)
+
+
+def _http(app: "BootServer") -> Service:
+    from services.http import HTTPService
+    return HTTPService(app.config.http, app, reactor=app.reactor)
+
+
+def _dhcp(app: "BootServer") -> Service:
+    from services.dhcp import DHCPService
+    return DHCPService(app.config.dhcp, app.config.server, app.model, app.resolver,
+                       app.config.server.state_dir / "leases", reactor=app.reactor)
+
+
+SERVICES = (ServiceSpec("tftp", "tftp", _tftp), ServiceSpec("nbd", "nbd", _nbd),
+            ServiceSpec("http", "http", _http), ServiceSpec("dhcp", "dhcp", _dhcp))
+
+
+def make_source(config: configmod.Config, clock) -> InventorySource:
+    inventory = config.inventory
+    if inventory.source == "yaml":
+        return YamlInventorySource(inventory.file, inventory.poll_interval, clock=clock)
+    from ldapsync.source import LdapInventorySource  # the directory issue provides it
+    return LdapInventorySource(inventory.ldap, config.server.state_dir, clock=clock)
+
+
+class BootServer:
+    """The application: owns the model and its feeders, and the protocol services."""
+
+    def __init__(self, config: configmod.Config, reactor, available=SERVICES):
+        self.config = config
+        self.reactor = reactor
+        self.available = available
+        config.server.state_dir.mkdir(parents=True, exist_ok=True)
+        self.source = make_source(config, reactor)
+        directory = self.source.load()      # raises SchemaError: the CLI reports it and exits 2
+        self.model = Model(Inventory(directory, {}, config.images.default))
+        self.images = self._make_image_store(config)
+        self.resolver = BootResolver(config, self.model)
+        self.boot_files = BootFiles(config.tftp.root, self.resolver, self.model)
+        self.services = MultiService()
+        self._running: dict[str, Service] = {}
+        self.started = False
+
+    def _make_image_store(self, config: configmod.Config) -> ImageStore:
+        store = ImageStore(config.images.dir, config.server.state_dir, self.reactor,
+                           settle_seconds=config.images.settle_seconds,
+                           rescan_interval=config.images.rescan_interval)
+        store.subscribe(self._images_changed)
+        return store
+
+    def _images_changed(self) -> None:
+        self.model.update(images={image.name: image for image in self.images.published()})
+
+    def _directory_changed(self, directory: Directory) -> None:
+        added, changed, removed = diff_devices(self.model.inventory.devices, directory.devices)
+        for verb, devices in (("added", added), ("changed", changed), ("removed", removed)):
+            for device in devices:
+                log.info("device {device} {verb}", device=device.label(), verb=verb)
+        if directory.defaults != self.model.inventory.defaults:
+            log.info("organisation defaults changed: image {image}", image=directory.defaults.image)
+        for name, school in directory.schools.items():
+            if self.model.inventory.schools.get(name) != school:
+                log.info("school {name} changed: image {image}", name=name, image=school.image)
+        self.model.update(directory=directory)
+
+    def _build_services(self) -> None:
+        for spec in self.available:
+            if getattr(self.config, spec.section).enabled:
+                self._add(spec)
+
+    def start(self) -> defer.Deferred:
+        """Start everything; a listener that cannot bind fails the returned Deferred."""
+        self._build_services()
+        self.services.startService()  # CannotListenError propagates: the CLI exits 1
+        self.started = True
+        self.source.start(self._directory_changed)
+        ready = self.images.start()
+        listening = ", ".join(f"{s.name} {getattr(self.config, s.name).listen}" for s in self.services
+                              if hasattr(getattr(self.config, s.name), "listen"))
+        log.info("bootserverd started: {listening}; {n} devices known",
+                 listening=listening or "no services", n=len(self.model.inventory.devices))
+        return ready
+
+    def stop(self) -> defer.Deferred:
+        self.source.stop()
+        self.images.stop()
+        if not self.started:
+            return defer.succeed(None)
+        self.started = False
+        return defer.maybeDeferred(self.services.stopService)
+
+    @defer.inlineCallbacks
+    def reload(self):
+        try:
+            new = configmod.load(self.config.path)
+        except configmod.ConfigError as exc:
+            log.error("SIGHUP: config not applied, keeping the running one:\n{problems}", problems=str(exc))
+            return
+        old, self.config = self.config, new
+        self.resolver.config = new
+        self.boot_files.root = new.tftp.root.resolve()
+        if new.inventory != old.inventory:
+            self.source.stop()
+            self.source = make_source(new, self.reactor)
+            try:
+                self._directory_changed(self.source.load())
+            except Exception as exc:
+                log.error("SIGHUP: inventory not applied: {err}", err=exc)
+            self.source.start(self._directory_changed)
+        else:
+            self.source.reload()
+        if new.images != old.images or new.server.state_dir != old.server.state_dir:
+            self.images.stop()
+            self.images = self._make_image_store(new)
+            self.images.start()
+        if new.images.default != old.images.default:
+            self.model.update(server_image=new.images.default)
+        for spec in self.available:
+            yield self._apply(spec, getattr(old, spec.section), getattr(new, spec.section))
+        log.info("SIGHUP: configuration {path} re-read", path=str(new.path))
+
+    @defer.inlineCallbacks
+    def _apply(self, spec: ServiceSpec, old_section, new_section):
+        if old_section == new_section:
+            return
+        running = self._running.get(spec.name)
+        if running is not None and new_section.enabled and hasattr(running, "reconfigure"):
+            running.reconfigure(new_section)
+            log.info("{name}: configuration applied", name=spec.name)
+            return
+        if running is not None:
+            yield defer.maybeDeferred(running.disownServiceParent)
+            log.info("{name}: stopped", name=spec.name)
+            del self._running[spec.name]
+        if new_section.enabled:
+            self._add(spec)
+            log.info("{name}: started", name=spec.name)
+
+    def _add(self, spec: ServiceSpec) -> None:
+        service = spec.build(self)
+        service.setName(spec.name)
+        service.setServiceParent(self.services)
+        self._running[spec.name] = service

@@ -1,0 +1,108 @@
+"""The ``bootserverd`` command: run, check-config, and the operator's tools."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bootserverd import __version__
+from bootserverd import config as configmod
+from bootserverd.schema import SchemaError
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bootserverd", description="School boot server: DHCP, TFTP, NBD, HTTP.")
+    parser.add_argument("--version", action="version", version=f"bootserverd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run the daemon in the foreground"),
+                       ("check-config", "validate the config and inventory and print a summary")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--config", "-c", type=Path, default=configmod.DEFAULT_PATH,
+                         help=f"config file (default {configmod.DEFAULT_PATH})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = configmod.load(args.config)
+    except configmod.ConfigError as exc:
+        print(f"bootserverd: configuration errors, nothing started:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        return check_config(config)
+    return run(config)
+
+
+def check_config(config: configmod.Config) -> int:
+    from bootserverd.app import make_source
+    from bootserverd.images import scan_summary
+    try:
+        directory = make_source(config, clock=None).load()
+    except SchemaError as exc:
+        print(f"bootserverd: inventory errors:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{config.path}: OK")
+    print(f"server address {config.server.address}, state in {config.server.state_dir}")
+    for name in ("dhcp", "tftp", "nbd", "http"):
+        section = getattr(config, name)
+        where = getattr(section, "listen", None) or (f"{section.mode} on {', '.join(section.interfaces)}"
+                                                      if name == "dhcp" else "")
+        print(f"  {name:5} {'on ' if section.enabled else 'off'} {where if section.enabled else ''}".rstrip())
+    images = scan_summary(config.images.dir)
+    print(f"images in {config.images.dir}: {len(images)}")
+    for name, size, problem in images:
+        print(f"  {name}  {size} bytes  {'SKIPPED: ' + problem if problem else 'ok'}")
+    types = Counter(d.type or directory.defaults.type or "untyped" for d in directory.devices)
+    summary = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+    print(f"devices known: {len(directory.devices)}" + (f" ({summary})" if summary else ""))
+    default = config.images.default or directory.defaults.image
+    if default and default not in {name for name, _, problem in images if not problem}:
+        print(f"warning: default image {default} is not in {config.images.dir}")
+    return 0
+
+
+def run(config: configmod.Config) -> int:
+    from twisted.internet import reactor
+
+    from bootserverd.app import BootServer
+    from bootserverd.logsetup import start_logging
+    from twisted.logger import Logger
+
+    log = Logger(namespace="bootserverd")
+    start_logging(config.server.log_format, config.server.log_level)
+    try:
+        app = BootServer(config, reactor)
+    except SchemaError as exc:
+        print(f"bootserverd: inventory errors, nothing started:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    status = {"code": 0}
+
+    def start():
+        try:
+            app.start()
+        except Exception as exc:  # a port already in use, a missing interface, ...
+            log.critical("cannot start: {err}", err=exc)
+            status["code"] = 1
+            reactor.stop()
+
+    def on_hup(signum, frame):
+        reactor.callFromThread(app.reload)
+
+    def shutdown():
+        stopping = app.stop()
+        stopping.addTimeout(4, reactor)   # SIGTERM must end us within 5 s
+        stopping.addErrback(lambda f: log.warn("shutdown: {err}", err=f.getErrorMessage()))
+        return stopping
+
+    signal.signal(signal.SIGHUP, on_hup)
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    reactor.run()
+    log.info("bootserverd stopped")
+    return status["code"]

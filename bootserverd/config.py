@@ -1,0 +1,241 @@
+"""The daemon's configuration: one YAML file → frozen dataclasses (see docs/config.md).
+
+Relative paths resolve against the config file's directory. Every problem is reported at
+once as ``file:line: dotted.key: what is wrong``; the CLI then exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from bootserverd.schema import Context, Problem, SchemaError, build, load_document, parse_ipv4
+
+DEFAULT_PATH = Path("/etc/bootserverd/bootserverd.yaml")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_listen(value: Any, ctx: Context) -> Listen:
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"must be ADDRESS:PORT like 0.0.0.0:69, not {value!r}")
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (use 0.0.0.0 for every interface)") from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 1 to 65535")
+    return Listen(host, int(port_text))
+
+
+def _listen(default: str) -> Any:
+    host, port = default.rsplit(":", 1)
+    return field(default=Listen(host, int(port)), metadata={"parse": parse_listen})
+
+
+def parse_pool(value: Any, ctx: Context) -> tuple[tuple[IPv4Address, IPv4Address], ...]:
+    ranges = value if isinstance(value, list) else [value]
+    out = []
+    for text in ranges:
+        first, sep, last = str(text).partition("-")
+        if not sep:
+            raise ValueError(f"pool range must be FIRST-LAST like 10.0.0.100-10.0.0.200, not {text!r}")
+        low, high = parse_ipv4(first.strip()), parse_ipv4(last.strip())
+        if low > high:
+            raise ValueError(f"pool range {text!r} ends before it starts")
+        out.append((low, high))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    address: IPv4Address = field(metadata={"required": True})
+    state_dir: Path = Path("/var/lib/bootserverd")
+    log_format: str = field(default="text", metadata={"choices": ("text", "json")})
+    log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warn", "error")})
+    user: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    dir: Path = field(default=Path("/srv/bootserverd/images"), metadata={"must_exist": "dir"})
+    default: str | None = None
+    rescan_interval: float = field(default=60.0, metadata={"min": 1.0, "max": 86400.0})
+    settle_seconds: float = field(default=2.0, metadata={"min": 0.0, "max": 3600.0})
+
+
+@dataclass(frozen=True)
+class TftpConfig:
+    enabled: bool = True
+    listen: Listen = _listen("0.0.0.0:69")
+    root: Path = Path("/srv/bootserverd/tftp")
+    max_blksize: int = field(default=1468, metadata={"min": 512, "max": 65464})
+    max_windowsize: int = field(default=64, metadata={"min": 1, "max": 65535})
+    max_transfers: int = field(default=256, metadata={"min": 1, "max": 100000})
+    max_transfers_per_client: int = field(default=8, metadata={"min": 1, "max": 10000})
+    timeout: float = field(default=1.0, metadata={"min": 0.05, "max": 255.0})
+    retries: int = field(default=5, metadata={"min": 1, "max": 100})
+
+
+@dataclass(frozen=True)
+class NbdConfig:
+    enabled: bool = True
+    listen: Listen = _listen("0.0.0.0:10809")
+    max_connections: int = field(default=512, metadata={"min": 1, "max": 100000})
+    max_connections_per_client: int = field(default=16, metadata={"min": 1, "max": 10000})
+    handshake_timeout: float = field(default=10.0, metadata={"min": 0.1, "max": 3600.0})
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = True
+    listen: Listen = _listen("0.0.0.0:8080")
+
+
+@dataclass(frozen=True)
+class SubnetConfig:
+    network: IPv4Network = field(metadata={"required": True})
+    pool: tuple[tuple[IPv4Address, IPv4Address], ...] = field(default=(), metadata={"parse": parse_pool})
+    router: IPv4Address | None = None
+    dns: tuple[IPv4Address, ...] = ()
+    domain: str | None = None
+    ntp: tuple[IPv4Address, ...] = ()
+    lease_time: int = field(default=3600, metadata={"min": 60, "max": 365 * 86400})
+
+
+@dataclass(frozen=True)
+class DhcpConfig:
+    enabled: bool = False
+    mode: str = field(default="server", metadata={"choices": ("server", "proxy")})
+    interfaces: tuple[str, ...] = ()
+    authoritative: bool = True
+    unknown_clients: str = field(default="allow", metadata={"choices": ("allow", "deny", "pxe-only")})
+    subnets: tuple[SubnetConfig, ...] = ()
+    listen_port: int = field(default=67, metadata={"min": 1, "max": 65535})
+    proxy_port: int = field(default=4011, metadata={"min": 1, "max": 65535})
+
+
+@dataclass(frozen=True)
+class LoadersConfig:
+    """First-stage boot loader per firmware class (TFTP paths below tftp.root)."""
+    bios: str = "undionly.kpxe"
+    efi32: str = "ipxe-i386.efi"
+    efi64: str = "ipxe.efi"
+    arm64: str = "ipxe-arm64.efi"
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    loaders: LoadersConfig = LoadersConfig()
+    unknown_clients: str = field(default="menu", metadata={"choices": ("menu", "ignore")})
+    kernel_args: str = ""
+    menu_timeout: int = field(default=5, metadata={"min": 0, "max": 3600})
+    templates: Path | None = None
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    uri: str = "ldapi:///"
+    base: str = field(default="", metadata={"required": True})
+    bind_dn: str | None = None
+    password_file: Path | None = None
+    profile: str = field(default="bootserverd", metadata={"choices": ("bootserverd", "puavo")})
+
+
+@dataclass(frozen=True)
+class InventoryConfig:
+    source: str = field(default="yaml", metadata={"choices": ("yaml", "ldap")})
+    file: Path | None = None
+    ldap: LdapConfig | None = None
+    poll_interval: float = field(default=1.0, metadata={"min": 0.1, "max": 3600.0})
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    path: Path = field(default=Path("-"), metadata={"internal": True})
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    tftp: TftpConfig = TftpConfig()
+    nbd: NbdConfig = NbdConfig()
+    http: HttpConfig = HttpConfig()
+    dhcp: DhcpConfig = DhcpConfig()
+    boot: BootConfig = BootConfig()
+    inventory: InventoryConfig = InventoryConfig()
+
+
+ConfigError = SchemaError
+
+
+def load(path: Path) -> Config:
+    """Load and validate; raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        data, lines = load_document(path)
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+    except Exception as exc:  # yaml.YAMLError and friends: report where the parser stopped
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError([Problem(str(path), line, "", f"not valid YAML: {exc}")]) from None
+    ctx = Context(path.resolve(), lines)
+    if "images" not in (data or {}) and isinstance(data, dict):
+        ctx.problem("images", "is required (images.dir names the image directory)")
+    config = build(Config, data, "", ctx)
+    if config is not None:
+        config = _with_path(config, path.resolve())
+        _check_relations(config, ctx)
+    if ctx.problems:
+        raise ConfigError(ctx.problems)
+    return config
+
+
+def _with_path(config: Config, path: Path) -> Config:
+    import dataclasses
+    return dataclasses.replace(config, path=path)
+
+
+def _check_relations(config: Config, ctx: Context) -> None:
+    """Rules that span keys: what the field types alone cannot say."""
+    if config.tftp.enabled and not config.tftp.root.is_dir():
+        ctx.problem("tftp.root", f"directory {config.tftp.root} does not exist")
+    inventory = config.inventory
+    if inventory.source == "yaml":
+        if inventory.file is None:
+            ctx.problem("inventory.file", "is required when inventory.source is yaml")
+        elif not inventory.file.is_file():
+            ctx.problem("inventory.file", f"file {inventory.file} does not exist")
+    elif inventory.ldap is None:
+        ctx.problem("inventory.ldap", "is required when inventory.source is ldap")
+    if not config.server.state_dir.is_dir() and not config.server.state_dir.parent.is_dir():
+        ctx.problem("server.state_dir", f"neither {config.server.state_dir} nor its parent exists")
+    dhcp = config.dhcp
+    if dhcp.enabled:
+        if not dhcp.interfaces:
+            ctx.problem("dhcp.interfaces", "name at least one interface when dhcp.enabled is true")
+        if dhcp.mode == "server" and not dhcp.subnets:
+            ctx.problem("dhcp.subnets", "name at least one subnet when dhcp.mode is server")
+    for index, subnet in enumerate(dhcp.subnets):
+        for low, high in subnet.pool:
+            if low not in subnet.network or high not in subnet.network:
+                ctx.problem(f"dhcp.subnets[{index}].pool",
+                            f"range {low}-{high} is not inside {subnet.network}")
+    listeners = [(name, section.listen) for name, section in
+                 (("tftp", config.tftp), ("nbd", config.nbd), ("http", config.http)) if section.enabled]
+    seen: dict[int, str] = {}
+    for name, listen in listeners:
+        if listen.port in seen and name != "tftp" and seen[listen.port] != "tftp":
+            ctx.problem(f"{name}.listen", f"port {listen.port} is already used by {seen[listen.port]}.listen")
+        seen.setdefault(listen.port, name)

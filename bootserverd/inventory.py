@@ -1,0 +1,193 @@
+"""Inventory sources: where devices, schools and defaults come from.
+
+``InventorySource`` is the seam: the YAML file here, the LDAP replica in ldapsync/.
+A source delivers whole ``Directory`` values on the reactor thread; the app swaps them
+into the model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Protocol
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from bootserverd.model import BOOT_MODES, DEVICE_TYPES, Defaults, Device, Directory, School, normalize_mac
+from bootserverd.schema import Context, Problem, SchemaError, build, load_document
+
+log = Logger(namespace="bootserverd.inventory")
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+class InventorySource(Protocol):
+    def load(self) -> Directory:
+        """Read the current content synchronously (start-up, check-config); raises on errors."""
+
+    def start(self, deliver: Callable[[Directory], None]) -> None:
+        """Begin following changes; ``deliver`` gets each new Directory on the reactor thread."""
+
+    def stop(self) -> None: ...
+
+    def reload(self) -> None:
+        """Re-read now (SIGHUP)."""
+
+
+def _mac(value: Any, ctx: Context) -> str:
+    return normalize_mac(value)
+
+
+def _hostname(value: Any, ctx: Context) -> str:
+    if not isinstance(value, str) or not _HOSTNAME.match(value) or len(value) > 253:
+        raise ValueError(f"not a valid hostname: {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    mac: str = field(metadata={"required": True, "parse": _mac})
+    hostname: str | None = field(default=None, metadata={"parse": _hostname})
+    type: str | None = field(default=None, metadata={"choices": DEVICE_TYPES})
+    ip: IPv4Address | None = None
+    image: str | None = None
+    kernel_args: str = ""
+    boot_mode: str | None = field(default=None, metadata={"choices": BOOT_MODES})
+    enabled: bool = True
+    school: str | None = None
+
+
+@dataclass(frozen=True)
+class SchoolEntry:
+    image: str | None = None
+    kernel_args: str = ""
+    boot_mode: str | None = field(default=None, metadata={"choices": BOOT_MODES})
+
+
+@dataclass(frozen=True)
+class DefaultsEntry:
+    image: str | None = None
+    kernel_args: str = ""
+    boot_mode: str = field(default="netboot", metadata={"choices": BOOT_MODES})
+    type: str | None = field(default=None, metadata={"choices": DEVICE_TYPES})
+
+
+@dataclass(frozen=True)
+class InventoryDocument:
+    devices: tuple[DeviceEntry, ...] = ()
+    schools: dict | None = None  # name → SchoolEntry, converted by parse_inventory
+    defaults: DefaultsEntry = DefaultsEntry()
+
+
+def parse_inventory(path: Path) -> Directory:
+    """Read and validate an inventory file; raises SchemaError listing every problem."""
+    try:
+        data, lines = load_document(path)
+    except OSError as exc:
+        raise SchemaError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+    except Exception as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SchemaError([Problem(str(path), mark.line + 1 if mark else None, "",
+                                   f"not valid YAML: {exc}")]) from None
+    ctx = Context(path, lines)
+    schools_data = data.pop("schools", None) if isinstance(data, dict) else None
+    document = build(InventoryDocument, data, "", ctx)
+    schools = _parse_schools(schools_data, ctx)
+    if document is not None:
+        _check_unique(document, schools, ctx)
+    if ctx.problems:
+        raise SchemaError(ctx.problems)
+    devices = tuple(Device(mac=e.mac, hostname=e.hostname, type=e.type, ip=str(e.ip) if e.ip else None,
+                           image=e.image, kernel_args=e.kernel_args, boot_mode=e.boot_mode,
+                           enabled=e.enabled, school=e.school) for e in document.devices)
+    d = document.defaults
+    return Directory(devices=devices, schools=MappingProxyType(schools),
+                     defaults=Defaults(image=d.image, kernel_args=d.kernel_args,
+                                       boot_mode=d.boot_mode, type=d.type))
+
+
+def _parse_schools(data: Any, ctx: Context) -> dict[str, School]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        ctx.problem("schools", "must be a mapping of school name to its settings")
+        return {}
+    schools = {}
+    for name, entry in data.items():
+        parsed = build(SchoolEntry, entry, f"schools.{name}", ctx)
+        if parsed is not None:
+            schools[str(name)] = School(name=str(name), image=parsed.image,
+                                        kernel_args=parsed.kernel_args, boot_mode=parsed.boot_mode)
+    return schools
+
+
+def _check_unique(document: InventoryDocument, schools: dict[str, School], ctx: Context) -> None:
+    seen: dict[str, dict[object, int]] = {"mac": {}, "hostname": {}, "ip": {}}
+    for index, entry in enumerate(document.devices):
+        for key in seen:
+            value = getattr(entry, key)
+            if value is None:
+                continue
+            if value in seen[key]:
+                ctx.problem(f"devices[{index}].{key}",
+                            f"{value} is also used by devices[{seen[key][value]}]")
+            else:
+                seen[key][value] = index
+        if entry.school and entry.school not in schools:
+            ctx.problem(f"devices[{index}].school", f"school {entry.school!r} is not defined under schools:")
+
+
+class YamlInventorySource:
+    """An inventory file, re-read when it changes (checked every ``poll_interval``)."""
+
+    def __init__(self, path: Path, poll_interval: float = 1.0, clock=None):
+        self.path = path
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._stamp = None
+        self._deliver: Callable[[Directory], None] | None = None
+        self._poller: LoopingCall | None = None
+
+    def _file_stamp(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def load(self) -> Directory:
+        self._stamp = self._file_stamp()
+        return parse_inventory(self.path)
+
+    def start(self, deliver: Callable[[Directory], None]) -> None:
+        self._deliver = deliver
+        self._poller = LoopingCall(self._check)
+        if self._clock is not None:
+            self._poller.clock = self._clock
+        self._poller.start(self.poll_interval, now=False)
+
+    def stop(self) -> None:
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+
+    def reload(self) -> None:
+        self._stamp = None
+        self._check()
+
+    def _check(self) -> None:
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            directory = parse_inventory(self.path)
+        except SchemaError as exc:
+            log.error("inventory {path} not applied, keeping the previous one:\n{problems}",
+                      path=str(self.path), problems=str(exc))
+            return
+        if self._deliver is not None:
+            self._deliver(directory)

@@ -1,0 +1,150 @@
+"""Durable DHCP leases: an append-only journal with group commit and compaction.
+
+One text line per lease row, `ip key mac hostname expiry state crc32` (tab-separated; the
+CRC covers the rest of the line). The last line for an address wins. A crash can only tear
+the final, unsynced line: loading ignores and truncates it. `append` writes a batch and
+fsyncs once (the caller batches the ACKs of a reactor turn: group commit). `compact` writes
+the live rows to a new file, fsyncs it and renames it over the journal atomically.
+
+Chosen over SQLite WAL by measurement (docs/benchmarks-dhcp.md): same durability per fsync,
+several times less CPU per lease and a faster cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from datetime import datetime, timezone
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Iterable
+
+from dhcp.leases import BOUND, Lease
+
+_STATES = ("offered", "bound", "released", "declined")
+
+
+def _clean(text: str | None) -> str:
+    return (text or "").replace("\t", " ").replace("\n", " ")
+
+
+def format_row(lease: Lease) -> bytes:
+    body = "\t".join((str(lease.ip), lease.key.hex() if lease.key is not None else "-",
+                      _clean(lease.mac), _clean(lease.hostname), f"{lease.expiry:.3f}",
+                      lease.state)).encode("utf-8")
+    return body + b"\t%08x\n" % zlib.crc32(body)
+
+
+def parse_row(line: bytes) -> Lease | None:
+    body, _, crc = line.rstrip(b"\n").rpartition(b"\t")
+    try:
+        if int(crc, 16) != zlib.crc32(body):
+            return None
+        ip, key, mac, hostname, expiry, state = body.decode("utf-8").split("\t")
+        if state not in _STATES:
+            return None
+        return Lease(IPv4Address(ip), None if key == "-" else bytes.fromhex(key), mac,
+                     hostname or None, float(expiry), state)
+    except ValueError:
+        return None
+
+
+class LeaseDB:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.records = 0   # lines in the journal, for the compaction decision
+        self._fd: int | None = None
+
+    def load(self) -> list[Lease]:
+        """Read the journal (creating it if missing); drop a torn tail. Call before append."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows: dict[IPv4Address, Lease] = {}
+        good_end = 0
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        start = 0
+        count = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            if end < 0:
+                break  # torn final line
+            row = parse_row(data[start:end + 1])
+            if row is None:
+                break  # corrupt: everything after it was never acknowledged as a whole
+            rows[row.ip] = row
+            count += 1
+            start = good_end = end + 1
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        if good_end < len(data):
+            os.ftruncate(self._fd, good_end)
+            os.fsync(self._fd)
+        self.records = count
+        return list(rows.values())
+
+    def append(self, leases: Iterable[Lease]) -> None:
+        """Write a batch and fsync once; on return every row is on stable storage."""
+        if self._fd is None:
+            raise RuntimeError("LeaseDB.load() first")
+        batch = b"".join(format_row(lease) for lease in leases)
+        if not batch:
+            return
+        view = memoryview(batch)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fdatasync(self._fd)
+        self.records += batch.count(b"\n")
+
+    def needs_compaction(self, live: int) -> bool:
+        return self.records > 2 * live + 10000
+
+    def compact(self, leases: Iterable[Lease]) -> None:
+        """Replace the journal with one row per address, atomically."""
+        rows = list(leases)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            data = b"".join(format_row(lease) for lease in rows)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.records = len(rows)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def list_leases(path: Path, now: float | None = None, all_rows: bool = False
+                ) -> list[tuple[str, str, str | None, datetime]]:
+    """For `bootserverd leases`: (mac, ip, hostname, expiry) of the bound, unexpired leases
+    (every row with all_rows), sorted by IP. Reads without modifying the journal."""
+    import time
+    now = time.time() if now is None else now
+    rows: dict[IPv4Address, Lease] = {}
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    for line in data.splitlines(keepends=True):
+        row = parse_row(line) if line.endswith(b"\n") else None
+        if row is None:
+            break
+        rows[row.ip] = row
+    return [(r.mac, str(r.ip), r.hostname, datetime.fromtimestamp(r.expiry, timezone.utc))
+            for ip, r in sorted(rows.items())
+            if all_rows or (r.state == BOUND and r.expiry > now)]

@@ -1,0 +1,217 @@
+"""The boot resolver: who boots what, and the configs that say it.
+
+``resolve`` answers DHCP (first-stage loader, next-server, hostname, reserved address);
+``render`` makes the per-device pxelinux / iPXE / GRUB config that TFTP and HTTP serve.
+Both read one model snapshot per call, so a change in the directory is live at once.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootserverd.config import Config
+from bootserverd.model import Device, Inventory, Model
+
+
+@dataclass(frozen=True)
+class Firmware:
+    name: str            # bios | efi32 | efi64 | arm64
+    http_boot: bool = False
+
+
+# DHCP option 93 (RFC 4578 + IANA "Processor Architecture Types").
+ARCHITECTURES: dict[int, Firmware] = {
+    0: Firmware("bios"),
+    6: Firmware("efi32"),
+    7: Firmware("efi64"),
+    9: Firmware("efi64"),
+    11: Firmware("arm64"),
+    15: Firmware("efi32", http_boot=True),
+    16: Firmware("efi64", http_boot=True),
+    19: Firmware("arm64", http_boot=True),
+}
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    bootfile: str               # option 67 / BOOTP file: a TFTP path or an http:// URL ("" = none)
+    next_server: str
+    hostname: str | None
+    reserved_ip: str | None
+    device: Device | None
+    known: bool
+    image: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    kind: str                   # linux | local | error
+    label: str
+    title: str
+    image: str | None = None
+    message: str = ""
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9 .,:;()/_@+=-]")
+
+
+def _safe(text: str) -> str:
+    """Menu text goes into three config languages: keep it to characters none of them quote."""
+    return _UNSAFE.sub("?", text)
+
+
+class Templates:
+    """``## section: NAME`` blocks of string.Template text, one file per config format."""
+
+    def __init__(self, directory: Path):
+        self.sections: dict[str, dict[str, string.Template]] = {}
+        for fmt in ("pxelinux.cfg", "ipxe", "grub.cfg"):
+            text = (directory / fmt).read_text(encoding="utf-8")
+            parts: dict[str, list[str]] = {}
+            current = None
+            for line in text.splitlines(keepends=True):
+                match = re.match(r"^## section: (\w+)\s*$", line)
+                if match:
+                    current = parts.setdefault(match[1], [])
+                elif current is not None:
+                    current.append(line)
+            self.sections[fmt] = {name: string.Template("".join(lines)) for name, lines in parts.items()}
+
+    def fill(self, fmt: str, section: str, **values) -> str:
+        return self.sections[fmt][section].substitute(values)
+
+
+def default_templates_dir() -> Path:
+    for candidate in (Path(__file__).resolve().parent.parent / "etc" / "templates",
+                      Path("/usr/share/bootserverd/templates")):
+        if (candidate / "ipxe").is_file():
+            return candidate
+    raise FileNotFoundError("boot templates not found (etc/templates)")
+
+
+class BootResolver:
+    def __init__(self, config: Config, model: Model, templates: Templates | None = None):
+        self.config = config
+        self.model = model
+        self.templates = templates or Templates(config.boot.templates or default_templates_dir())
+
+    @property
+    def address(self) -> str:
+        return str(self.config.server.address)
+
+    def http_base(self) -> str | None:
+        http = self.config.http
+        return f"http://{self.address}:{http.listen.port}" if http.enabled else None
+
+    # -- DHCP --
+    def resolve(self, mac: str | None, arch: int | None, ipxe: bool, client_ip: str | None = None) -> BootPlan:
+        inventory = self.model.inventory
+        device = inventory.device(mac) if mac else None
+        known = device is not None
+        plan = dict(next_server=self.address, hostname=device.hostname if device else None,
+                    reserved_ip=device.ip if device else None, device=device, known=known,
+                    image=inventory.image_for(device))
+        if not known and self.config.boot.unknown_clients == "ignore":
+            return BootPlan(bootfile="", error="unknown client", **plan)
+        firmware = ARCHITECTURES.get(arch if arch is not None else 0)
+        if firmware is None:
+            return BootPlan(bootfile="", error=f"unsupported client architecture {arch}", **plan)
+        if ipxe:
+            script = f"ipxe/{mac.replace(':', '-')}.ipxe" if mac else "ipxe/default.ipxe"
+            base = self.http_base()
+            return BootPlan(bootfile=f"{base}/{script}" if base else script, error=None, **plan)
+        loader = getattr(self.config.boot.loaders, firmware.name)
+        if firmware.http_boot:
+            base = self.http_base()
+            if base is None:
+                return BootPlan(bootfile="", error="HTTP boot needs http.enabled", **plan)
+            return BootPlan(bootfile=f"{base}/tftp/{loader}", error=None, **plan)
+        return BootPlan(bootfile=loader, error=None, **plan)
+
+    # -- configs --
+    def menu(self, mac: str | None) -> list[MenuEntry]:
+        inventory = self.model.inventory
+        device = inventory.device(mac) if mac else None
+        if device is None:
+            if self.config.boot.unknown_clients == "ignore":
+                return [MenuEntry("error", "error", "Unknown device: not served here",
+                                  message=f"device {mac or '?'} is not registered")]
+            entries = [MenuEntry("linux", f"image{i}", _safe(f"Boot {name}"), image=name)
+                       for i, name in enumerate(sorted(inventory.images))]
+            return entries + [MenuEntry("local", "local", "Boot from local disk")]
+        problem = self._problem(inventory, device)
+        if problem:
+            return [MenuEntry("error", "error", _safe(f"Error: {problem}"), message=_safe(problem))]
+        image = inventory.image_for(device)
+        mode = inventory.boot_mode_for(device)
+        linux = MenuEntry("linux", "netboot", _safe(f"Boot {image}"), image=image)
+        local = MenuEntry("local", "local", "Boot from local disk")
+        return {"netboot": [linux], "localboot": [local], "dualboot": [linux, local]}[mode]
+
+    @staticmethod
+    def _problem(inventory: Inventory, device: Device) -> str | None:
+        if not device.enabled:
+            return f"device {device.label()} is disabled"
+        image = inventory.image_for(device)
+        if image is None:
+            return f"no image is assigned to {device.label()}"
+        if image not in inventory.images:
+            return f"image {image} is not published on this boot server"
+        return None
+
+    def cmdline(self, image: str, device: Device | None) -> str:
+        inventory = self.model.inventory
+        nbd = self.config.nbd.listen.port
+        parts = [f"root=/dev/nbd0 nbdroot={self.address}:{nbd}/{image} ip=dhcp ro"]
+        device_type = inventory.type_for(device)
+        if device_type:
+            parts.append(f"bootserverd.type={device_type}")
+        if device and device.hostname:
+            parts.append(f"systemd.hostname={device.hostname}")
+        parts += [self.config.boot.kernel_args, inventory.kernel_args_for(device)]
+        return " ".join(p for p in parts if p)
+
+    def render(self, fmt: str, mac: str | None, client: str) -> bytes:
+        """fmt: "pxelinux.cfg", "ipxe" or "grub.cfg"; client names the requester in a comment."""
+        entries = self.menu(mac)
+        device = self.model.inventory.device(mac) if mac else None
+        has_error = any(e.kind == "error" for e in entries)
+        timeout = 0 if has_error else (self.config.boot.menu_timeout if len(entries) > 1 else 0)
+        title = _safe(f"bootserverd {device.label() if device else (mac or client)}")
+        fill = self.templates.fill
+        header = dict(client=_safe(client), title=title, default_label=entries[0].label, default_index=0)
+        interactive = len(entries) > 1 or has_error
+        if fmt == "pxelinux.cfg":
+            out = [fill(fmt, "header", prompt=int(interactive), timeout_ds=timeout * 10,
+                        ui="UI menu.c32" if interactive else "", **header)]
+        elif fmt == "ipxe":
+            out = [fill(fmt, "header", **header)]
+            if interactive:
+                out.append(fill(fmt, "menu", **header))
+                out += [fill(fmt, "item", label=e.label, title=e.title) for e in entries]
+                out.append(fill(fmt, "choose", timeout_ms=timeout * 1000, **header))
+            else:
+                out.append(fill(fmt, "direct", **header))
+        else:
+            out = [fill(fmt, "header", timeout_s=-1 if has_error else timeout, **header)]
+        for entry in entries:
+            values = dict(label=entry.label, title=entry.title, message=entry.message, image=entry.image or "")
+            if entry.kind == "linux":
+                kernel, initrd = self._kernel_urls(fmt, entry.image)
+                values.update(kernel=kernel, initrd=initrd, cmdline=self.cmdline(entry.image, device))
+            out.append(fill(fmt, entry.kind, **values))
+        return "".join(out).encode()
+
+    def _kernel_urls(self, fmt: str, image: str) -> tuple[str, str]:
+        if fmt == "ipxe":
+            base = self.http_base()
+            prefix = f"{base}/boot/{image}" if base else f"tftp://{self.address}/images/{image}"
+        elif fmt == "grub.cfg":
+            prefix = f"/images/{image}"
+        else:
+            prefix = f"images/{image}"
+        return f"{prefix}/vmlinuz", f"{prefix}/initrd.img"

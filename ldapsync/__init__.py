@@ -1,0 +1,1 @@
+"""The directory side: syncrepl consumer of the local LDAP replica (issue 8)."""

@@ -1,0 +1,1 @@
+"""Twisted services, one per listener."""
