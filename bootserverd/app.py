@@ -44,7 +44,9 @@ def _nbd(app: "BootServer") -> Service:
 
 def _http(app: "BootServer") -> Service:
     from services.http import HTTPService
-    return HTTPService(app.config.http, app, reactor=app.reactor)
+    return HTTPService(app.config.http, server=app.config.server, images=app.images,
+                       boot_files=app.boot_files, model=app.model, resolver=app.resolver,
+                       state_dir=app.config.server.state_dir, reactor=app.reactor)
 
 
 def _dhcp(app: "BootServer") -> Service:

@@ -6,6 +6,7 @@ once as ``file:line: dotted.key: what is wrong``; the CLI then exits with status
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -81,7 +82,7 @@ class ImagesConfig:
 class TftpConfig:
     enabled: bool = True
     listen: Listen = _listen("0.0.0.0:69")
-    root: Path = Path("/srv/bootserverd/tftp")
+    root: Path = field(default=Path("/srv/bootserverd/tftp"), metadata={"must_exist": "dir"})
     max_blksize: int = field(default=1468, metadata={"min": 512, "max": 65464})
     max_windowsize: int = field(default=64, metadata={"min": 1, "max": 65535})
     max_transfers: int = field(default=256, metadata={"min": 1, "max": 100000})
@@ -103,6 +104,13 @@ class NbdConfig:
 class HttpConfig:
     enabled: bool = True
     listen: Listen = _listen("0.0.0.0:8080")
+    # a download that makes no progress this long is aborted (client gone or stuck)
+    stall_timeout: float = field(default=60.0, metadata={"min": 1.0, "max": 86400.0})
+    sendfile: bool = True                     # os.sendfile fast path for plain TCP
+    diff_workers: int = field(default=1, metadata={"min": 1, "max": 64})
+    diff_block_size: int = field(default=4096, metadata={"min": 256, "max": 1 << 20})
+    diff_nice: int = field(default=10, metadata={"min": 0, "max": 19})
+    diff_cache_max_bytes: int = field(default=50 << 30, metadata={"min": 1 << 20, "max": 1 << 50})
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,11 @@ class SubnetConfig:
     ntp: tuple[IPv4Address, ...] = ()
     lease_time: int = field(default=3600, metadata={"min": 60, "max": 365 * 86400})
 
+    def check(self, ctx: Context, key: str) -> None:
+        for low, high in self.pool:
+            if low not in self.network or high not in self.network:
+                ctx.problem(f"{key}.pool", f"range {low}-{high} is not inside {self.network}")
+
 
 @dataclass(frozen=True)
 class DhcpConfig:
@@ -126,6 +139,14 @@ class DhcpConfig:
     subnets: tuple[SubnetConfig, ...] = ()
     listen_port: int = field(default=67, metadata={"min": 1, "max": 65535})
     proxy_port: int = field(default=4011, metadata={"min": 1, "max": 65535})
+
+    def check(self, ctx: Context, key: str) -> None:
+        if not self.enabled:
+            return
+        if not self.interfaces:
+            ctx.problem(f"{key}.interfaces", "name at least one interface when dhcp.enabled is true")
+        if self.mode == "server" and not self.subnets:
+            ctx.problem(f"{key}.subnets", "name at least one subnet when dhcp.mode is server")
 
 
 @dataclass(frozen=True)
@@ -158,9 +179,15 @@ class LdapConfig:
 @dataclass(frozen=True)
 class InventoryConfig:
     source: str = field(default="yaml", metadata={"choices": ("yaml", "ldap")})
-    file: Path | None = None
+    file: Path | None = field(default=None, metadata={"must_exist": "file"})
     ldap: LdapConfig | None = None
     poll_interval: float = field(default=1.0, metadata={"min": 0.1, "max": 3600.0})
+
+    def check(self, ctx: Context, key: str) -> None:
+        if self.source == "yaml" and self.file is None:
+            ctx.problem(f"{key}.file", "is required when inventory.source is yaml")
+        if self.source == "ldap" and self.ldap is None:
+            ctx.problem(f"{key}.ldap", "is required when inventory.source is ldap")
 
 
 @dataclass(frozen=True)
@@ -203,35 +230,13 @@ def load(path: Path) -> Config:
 
 
 def _with_path(config: Config, path: Path) -> Config:
-    import dataclasses
     return dataclasses.replace(config, path=path)
 
 
 def _check_relations(config: Config, ctx: Context) -> None:
-    """Rules that span keys: what the field types alone cannot say."""
-    if config.tftp.enabled and not config.tftp.root.is_dir():
-        ctx.problem("tftp.root", f"directory {config.tftp.root} does not exist")
-    inventory = config.inventory
-    if inventory.source == "yaml":
-        if inventory.file is None:
-            ctx.problem("inventory.file", "is required when inventory.source is yaml")
-        elif not inventory.file.is_file():
-            ctx.problem("inventory.file", f"file {inventory.file} does not exist")
-    elif inventory.ldap is None:
-        ctx.problem("inventory.ldap", "is required when inventory.source is ldap")
+    """Rules that span sections: what each section's own check cannot see."""
     if not config.server.state_dir.is_dir() and not config.server.state_dir.parent.is_dir():
         ctx.problem("server.state_dir", f"neither {config.server.state_dir} nor its parent exists")
-    dhcp = config.dhcp
-    if dhcp.enabled:
-        if not dhcp.interfaces:
-            ctx.problem("dhcp.interfaces", "name at least one interface when dhcp.enabled is true")
-        if dhcp.mode == "server" and not dhcp.subnets:
-            ctx.problem("dhcp.subnets", "name at least one subnet when dhcp.mode is server")
-    for index, subnet in enumerate(dhcp.subnets):
-        for low, high in subnet.pool:
-            if low not in subnet.network or high not in subnet.network:
-                ctx.problem(f"dhcp.subnets[{index}].pool",
-                            f"range {low}-{high} is not inside {subnet.network}")
     listeners = [(name, section.listen) for name, section in
                  (("tftp", config.tftp), ("nbd", config.nbd), ("http", config.http)) if section.enabled]
     seen: dict[int, str] = {}

@@ -7,6 +7,7 @@ into the model.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -76,11 +77,7 @@ class DefaultsEntry:
     type: str | None = field(default=None, metadata={"choices": DEVICE_TYPES})
 
 
-@dataclass(frozen=True)
-class InventoryDocument:
-    devices: tuple[DeviceEntry, ...] = ()
-    schools: dict | None = None  # name → SchoolEntry, converted by parse_inventory
-    defaults: DefaultsEntry = DefaultsEntry()
+TOP_LEVEL = ("devices", "schools", "defaults")
 
 
 def parse_inventory(path: Path) -> Directory:
@@ -94,20 +91,30 @@ def parse_inventory(path: Path) -> Directory:
         raise SchemaError([Problem(str(path), mark.line + 1 if mark else None, "",
                                    f"not valid YAML: {exc}")]) from None
     ctx = Context(path, lines)
-    schools_data = data.pop("schools", None) if isinstance(data, dict) else None
-    document = build(InventoryDocument, data, "", ctx)
-    schools = _parse_schools(schools_data, ctx)
-    if document is not None:
-        _check_unique(document, schools, ctx)
+    data = data if data is not None else {}
+    if not isinstance(data, dict):
+        raise SchemaError([Problem(str(path), 1, "", "must be a mapping with devices:, schools:, defaults:")])
+    for key in sorted(set(map(str, data)) - set(TOP_LEVEL)):
+        hint = difflib.get_close_matches(key, TOP_LEVEL, n=1)
+        ctx.problem(key, "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    # Each part is converted on its own, keeping what is valid, so every problem shows at once.
+    raw_devices = data.get("devices") or []
+    if not isinstance(raw_devices, list):
+        ctx.problem("devices", "must be a list of devices")
+        raw_devices = []
+    entries = {index: build(DeviceEntry, item, f"devices[{index}]", ctx) for index, item in enumerate(raw_devices)}
+    entries = {index: entry for index, entry in entries.items() if entry is not None}
+    schools = _parse_schools(data.get("schools"), ctx)
+    defaults = build(DefaultsEntry, data.get("defaults"), "defaults", ctx) or DefaultsEntry()
+    _check_unique(entries, schools, ctx)
     if ctx.problems:
         raise SchemaError(ctx.problems)
     devices = tuple(Device(mac=e.mac, hostname=e.hostname, type=e.type, ip=str(e.ip) if e.ip else None,
                            image=e.image, kernel_args=e.kernel_args, boot_mode=e.boot_mode,
-                           enabled=e.enabled, school=e.school) for e in document.devices)
-    d = document.defaults
+                           enabled=e.enabled, school=e.school) for e in entries.values())
     return Directory(devices=devices, schools=MappingProxyType(schools),
-                     defaults=Defaults(image=d.image, kernel_args=d.kernel_args,
-                                       boot_mode=d.boot_mode, type=d.type))
+                     defaults=Defaults(image=defaults.image, kernel_args=defaults.kernel_args,
+                                       boot_mode=defaults.boot_mode, type=defaults.type))
 
 
 def _parse_schools(data: Any, ctx: Context) -> dict[str, School]:
@@ -125,9 +132,9 @@ def _parse_schools(data: Any, ctx: Context) -> dict[str, School]:
     return schools
 
 
-def _check_unique(document: InventoryDocument, schools: dict[str, School], ctx: Context) -> None:
+def _check_unique(entries: dict[int, DeviceEntry], schools: dict[str, School], ctx: Context) -> None:
     seen: dict[str, dict[object, int]] = {"mac": {}, "hostname": {}, "ip": {}}
-    for index, entry in enumerate(document.devices):
+    for index, entry in entries.items():
         for key in seen:
             value = getattr(entry, key)
             if value is None:

@@ -2,6 +2,7 @@
 
 Both the config file and the YAML inventory go through here, so every mistake is
 reported the same way: file, line, dotted key, what is wrong — all of them at once.
+A dataclass may define ``check(self, ctx, key)`` for rules that span its own keys.
 A dataclass field declares its rules in ``metadata``:
   ``parse``: a callable(value, ctx) -> converted value (raises ValueError),
   ``choices``, ``min``/``max``, ``must_exist`` ("dir" | "file"), ``required``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import re
 import types
 import typing
 from pathlib import Path
@@ -58,14 +60,31 @@ class Context:
         self.problems.append(Problem(str(self.path), line, key, message))
 
 
+class SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without YAML 1.1's base-60 numbers: an unquoted MAC such as
+    52:54:00:12:34:56 would otherwise load as the integer 41135085296."""
+
+
+SafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if not (tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in regexp.pattern)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+SafeLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
+    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
 def load_document(path: Path) -> tuple[Any, dict[str, int]]:
-    """Read YAML with safe_load semantics plus the line of every key."""
+    """Read YAML (safe loading) plus the line of every key."""
     text = path.read_text(encoding="utf-8")
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = yaml.compose(text, Loader=SafeLoader)
     lines: dict[str, int] = {}
     if node is not None:
         _collect_lines(node, "", lines)
-    return yaml.safe_load(text), lines
+    return yaml.load(text, Loader=SafeLoader), lines  # noqa: S506 - SafeLoader subclass
 
 
 def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
@@ -112,11 +131,16 @@ def build(cls: type, data: Any, key: str, ctx: Context) -> Any:
         value = convert(hints[f.name], data[f.name], sub, ctx, f.metadata)
         if len(ctx.problems) > before:
             ok = False
-        else:
-            values[f.name] = value
-    if not ok:
-        return None
-    return cls(**values)
+        if value is not None or len(ctx.problems) == before:
+            values[f.name] = value   # a list keeps the items that converted
+    try:
+        result = cls(**values)   # failed fields fall back to defaults, so check() still runs
+    except TypeError:
+        return None              # a required field failed
+    check = getattr(result, "check", None)
+    if check is not None:        # rules spanning this section's keys
+        check(ctx, key)
+    return result if ok else None
 
 
 def convert(hint: Any, value: Any, key: str, ctx: Context, rules: typing.Mapping) -> Any:
@@ -149,9 +173,12 @@ def _convert_by_type(hint: Any, value: Any, key: str, ctx: Context, rules: typin
         items = value if isinstance(value, list) else [value]
         out = []
         for index, item in enumerate(items):
-            before = len(ctx.problems)
-            converted = _convert_by_type(item_type, item, f"{key}[{index}]", ctx, {})
-            if len(ctx.problems) == before:
+            try:
+                converted = _convert_by_type(item_type, item, f"{key}[{index}]", ctx, {})
+            except ValueError as exc:
+                ctx.problem(f"{key}[{index}]", str(exc))
+                continue
+            if converted is not None:
                 out.append(converted)
         return tuple(out)
     if dataclasses.is_dataclass(hint):

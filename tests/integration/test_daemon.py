@@ -1,0 +1,95 @@
+"""The daemon as a sysadmin runs it: start, live changes, SIGHUP, SIGTERM, check-config."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from tests.support.config import write_config
+from tests.support.daemon import REPO, Daemon
+from tests.support.images import build_image
+
+IMAGE = "bookworm-2026-11-20-101500-amd64"
+
+
+def test_images_and_inventory_follow_the_disk_live(tmp_path):
+    config = write_config(tmp_path, inventory={"devices": [{"mac": "52:54:00:00:00:01", "hostname": "a"}]})
+    staged = build_image(tmp_path / f"{IMAGE}.img")
+    with Daemon(config) as daemon:
+        daemon.wait_for("bootserverd started")
+        shutil.move(staged, tmp_path / "images" / staged.name)      # a rename, as rsync/cp -a do
+        line = daemon.wait_for(f"image {IMAGE} published", timeout=10)
+        assert line.startswith("info images: ") or " info images: " in line
+        inventory = tmp_path / "etc" / "inventory.yaml"
+        inventory.write_text(yaml.safe_dump({"devices": [
+            {"mac": "52:54:00:00:00:01", "hostname": "a", "type": "laptop"},
+            {"mac": "52:54:00:00:00:02", "hostname": "b"}]}))
+        assert "device 52:54:00:00:00:02 (b) added" in daemon.wait_for("52:54:00:00:00:02", timeout=5)
+        assert "device 52:54:00:00:00:01 (a, laptop) changed" in daemon.wait_for("52:54:00:00:00:01", timeout=5)
+        inventory.write_text("devices:\n  - mac: nonsense\n")
+        daemon.wait_for("not applied, keeping the previous one", timeout=5)
+        assert "devices[0].mac: not a MAC address" in daemon.wait_for("devices[0].mac", timeout=2)
+        (tmp_path / "images" / staged.name).unlink()
+        daemon.wait_for(f"image {IMAGE} retired (removed)", timeout=10)
+        assert daemon.proc.poll() is None
+
+
+def test_sighup_rereads_config_and_keeps_running_on_errors(tmp_path):
+    config = write_config(tmp_path)
+    with Daemon(config) as daemon:
+        daemon.wait_for("bootserverd started")
+        good = config.read_text()
+        config.write_text(good.replace("settle_seconds: 0", "settle_secs: 0"))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("SIGHUP: config not applied, keeping the running one")
+        assert "images.settle_secs: unknown key (did you mean 'settle_seconds'?)" in \
+            daemon.wait_for("settle_secs")
+        config.write_text(good)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("SIGHUP: configuration")
+        assert daemon.proc.poll() is None
+
+
+def test_sigterm_stops_cleanly_within_5_seconds(tmp_path):
+    config = write_config(tmp_path)
+    daemon = Daemon(config)
+    daemon.wait_for("bootserverd started")
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    daemon.wait_for("bootserverd stopped", timeout=1)
+
+
+def test_no_twisted_noise_at_the_default_level(tmp_path):
+    config = write_config(tmp_path)
+    with Daemon(config) as daemon:
+        daemon.wait_for("bootserverd started")
+    assert not [line for line in daemon.lines if "twisted" in line or "Starting factory" in line]
+
+
+def test_check_config_prints_a_summary(tmp_path):
+    config = write_config(tmp_path, inventory={"devices": [{"mac": "52:54:00:00:00:01", "type": "laptop"},
+                                                           {"mac": "52:54:00:00:00:02"}]},
+                          tftp={"enabled": True}, images={"default": IMAGE})
+    build_image(tmp_path / "images" / f"{IMAGE}.img")
+    (tmp_path / "images" / "broken.img").write_bytes(b"junk")
+    proc = subprocess.run([sys.executable, "-m", "bootserverd", "check-config", "-c", str(config)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"{config}: OK" in out
+    assert "  tftp  on  127.0.0.1:" in out and "  dhcp  off" in out
+    assert f"  {IMAGE}  " in out and " ok" in out
+    assert "  broken  4 bytes  SKIPPED: not a squashfs image" in out
+    assert "devices known: 2 (1 laptop, 1 untyped)" in out
+
+
+def test_version():
+    proc = subprocess.run([sys.executable, "-m", "bootserverd", "--version"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.startswith("bootserverd ")

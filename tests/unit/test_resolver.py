@@ -1,0 +1,122 @@
+"""The boot resolver: first-stage loader per architecture, iPXE scripts, menus and errors."""
+
+import dataclasses
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from bootserverd.config import BootConfig, Config, HttpConfig, Listen, ServerConfig
+from bootserverd.model import Defaults, Device, Directory, Inventory, Model, School
+from bootserverd.resolver import BootResolver
+
+KNOWN = "52:54:00:00:00:01"
+DUAL = "52:54:00:00:00:02"
+DISABLED = "52:54:00:00:00:03"
+ORPHAN = "52:54:00:00:00:04"     # assigned an image that is not published
+IMAGE = "bookworm-2026-11-20-101500-amd64"
+
+
+def make_resolver(**config_changes) -> BootResolver:
+    devices = (Device(KNOWN, hostname="class-12", type="thinclient", ip="10.0.0.57", school="s"),
+               Device(DUAL, hostname="lab-3", type="laptop", boot_mode="dualboot", kernel_args="nomodeset"),
+               Device(DISABLED, hostname="old", enabled=False),
+               Device(ORPHAN, hostname="orphan", image="gone-2026-01-01-000000-amd64"))
+    directory = Directory(devices, {"s": School("s", kernel_args="splash")}, Defaults(image=IMAGE, kernel_args="quiet"))
+    model = Model(Inventory(directory, {IMAGE: object(), "other-img": object()}, None))
+    config = Config(server=ServerConfig(address=IPv4Address("10.0.0.1"), state_dir=Path("/tmp")))
+    config = dataclasses.replace(config, **config_changes)
+    return BootResolver(config, model)
+
+
+@pytest.mark.parametrize("arch,loader", [(0, "undionly.kpxe"), (6, "ipxe-i386.efi"), (7, "ipxe.efi"),
+                                         (9, "ipxe.efi"), (11, "ipxe-arm64.efi"), (None, "undionly.kpxe")])
+def test_first_stage_loader_by_option_93(arch, loader):
+    plan = make_resolver().resolve(KNOWN, arch, ipxe=False)
+    assert plan.bootfile == loader
+    assert plan.next_server == "10.0.0.1" and plan.hostname == "class-12" and plan.reserved_ip == "10.0.0.57"
+    assert plan.known and plan.image == IMAGE and plan.error is None
+
+
+def test_uefi_http_boot_gets_a_url():
+    assert make_resolver().resolve(KNOWN, 16, ipxe=False).bootfile == "http://10.0.0.1:8080/tftp/ipxe.efi"
+
+
+def test_ipxe_gets_its_script_never_ipxe_again():
+    resolver = make_resolver()
+    for arch in (0, 7, 9):
+        plan = resolver.resolve(KNOWN, arch, ipxe=True)
+        assert plan.bootfile == "http://10.0.0.1:8080/ipxe/52-54-00-00-00-01.ipxe"
+    no_http = make_resolver(http=HttpConfig(enabled=False))
+    assert no_http.resolve(KNOWN, 0, ipxe=True).bootfile == "ipxe/52-54-00-00-00-01.ipxe"
+
+
+def test_unknown_architecture_and_configured_loaders():
+    assert make_resolver().resolve(KNOWN, 99, ipxe=False).error == "unsupported client architecture 99"
+    pxelinux = make_resolver(boot=BootConfig(loaders=dataclasses.replace(BootConfig().loaders, bios="pxelinux.0")))
+    assert pxelinux.resolve(KNOWN, 0, ipxe=False).bootfile == "pxelinux.0"
+
+
+def test_unknown_clients_menu_or_ignore():
+    plan = make_resolver().resolve("52:54:00:99:99:99", 0, ipxe=False)
+    assert not plan.known and plan.bootfile == "undionly.kpxe" and plan.hostname is None
+    ignoring = make_resolver(boot=BootConfig(unknown_clients="ignore"))
+    assert ignoring.resolve("52:54:00:99:99:99", 0, ipxe=False).bootfile == ""
+    menu = make_resolver().render("ipxe", "52:54:00:99:99:99", "10.0.0.200").decode()
+    assert f"item image0 Boot {IMAGE}" in menu and "item image1 Boot other-img" in menu
+    assert "item local Boot from local disk" in menu and "--timeout 5000" in menu
+
+
+def test_pxelinux_config_for_a_known_device():
+    text = make_resolver().render("pxelinux.cfg", KNOWN, "10.0.0.57").decode()
+    assert f"KERNEL images/{IMAGE}/vmlinuz" in text and f"INITRD images/{IMAGE}/initrd.img" in text
+    assert (f"APPEND root=/dev/nbd0 nbdroot=10.0.0.1:10809/{IMAGE} ip=dhcp ro bootserverd.type=thinclient "
+            "systemd.hostname=class-12 quiet splash") in text
+    assert "PROMPT 0" in text and "UI menu.c32" not in text   # one entry: boot at once
+
+
+def test_ipxe_script_fetches_kernel_over_http():
+    text = make_resolver().render("ipxe", KNOWN, "10.0.0.57").decode()
+    assert text.startswith("#!ipxe\n")
+    assert f"kernel http://10.0.0.1:8080/boot/{IMAGE}/vmlinuz initrd=initrd.img root=/dev/nbd0" in text
+    assert f"initrd --name initrd.img http://10.0.0.1:8080/boot/{IMAGE}/initrd.img" in text
+    assert "goto netboot\n" in text and "choose" not in text
+    tftp_only = make_resolver(http=HttpConfig(enabled=False)).render("ipxe", KNOWN, "x").decode()
+    assert f"kernel tftp://10.0.0.1/images/{IMAGE}/vmlinuz" in tftp_only
+
+
+def test_dualboot_adds_local_boot_and_device_args():
+    text = make_resolver().render("grub.cfg", DUAL, "10.0.0.58").decode()
+    assert f"menuentry 'Boot {IMAGE}' --id netboot" in text and "menuentry 'Boot from local disk'" in text
+    assert f"linux /images/{IMAGE}/vmlinuz" in text and "quiet nomodeset" in text
+    assert "set timeout=5" in text
+
+
+@pytest.mark.parametrize("mac,message", [
+    (DISABLED, "device 52:54:00:00:00:03 (old) is disabled"),
+    (ORPHAN, "image gone-2026-01-01-000000-amd64 is not published on this boot server")])
+def test_errors_render_as_a_menu_that_says_what_is_wrong(mac, message):
+    resolver = make_resolver()
+    for fmt in ("pxelinux.cfg", "ipxe", "grub.cfg"):
+        text = resolver.render(fmt, mac, "10.0.0.9").decode()
+        assert message in text, (fmt, text)
+        assert "root=/dev/nbd0" not in text
+    assert "SAY bootserverd: " + message in resolver.render("pxelinux.cfg", mac, "x").decode()
+    assert "set timeout=-1" in resolver.render("grub.cfg", mac, "x").decode()
+
+
+def test_no_image_anywhere_is_an_error_menu():
+    resolver = make_resolver()
+    resolver.model.update(directory=Directory((Device(KNOWN),), {}, Defaults()))
+    assert "no image is assigned to 52:54:00:00:00:01" in resolver.render("ipxe", KNOWN, "x").decode()
+
+
+def test_change_in_the_model_is_live():
+    resolver = make_resolver()
+    resolver.model.update(directory=Directory((Device(KNOWN, image="other-img"),), {}, Defaults()))
+    assert "nbdroot=10.0.0.1:10809/other-img" in resolver.render("pxelinux.cfg", KNOWN, "x").decode()
+
+
+def test_listen_port_changes_reach_the_urls():
+    resolver = make_resolver(http=HttpConfig(listen=Listen("0.0.0.0", 80)))
+    assert resolver.resolve(KNOWN, 0, True).bootfile == "http://10.0.0.1:80/ipxe/52-54-00-00-00-01.ipxe"
