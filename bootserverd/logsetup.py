@@ -74,6 +74,8 @@ def _quiet_twisted(event: dict):
         return PredicateResult.maybe
     if namespace.startswith(("twisted.", "log_legacy", "scapy", "pyroute2")) or namespace == "twisted":
         return PredicateResult.no
+    if str(event.get("log_format", "")).startswith(("Starting factory", "Stopping factory")):
+        return PredicateResult.no   # Factory.doStart/doStop log under the factory's own namespace
     return PredicateResult.maybe
 
 

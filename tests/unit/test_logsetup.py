@@ -49,3 +49,13 @@ def test_stdlib_logging_is_bridged():
     [bridged] = [e for e in seen if e.get("log_namespace") == "scapy.runtime"]
     assert bridged["log_level"] == LogLevel.warn and bridged["message"] == "no route x"
     assert Logger  # the bridge goes through twisted.logger, not around it
+
+
+def test_factory_start_stop_chatter_is_dropped_below_warning():
+    from twisted.logger import PredicateResult
+
+    from bootserverd.logsetup import _quiet_twisted
+    chatter = {"log_namespace": "services.http._Site", "log_level": LogLevel.info,
+               "log_format": "Starting factory {factory!r}"}
+    assert _quiet_twisted(chatter) == PredicateResult.no
+    assert _quiet_twisted(event(file="a", client="b")) == PredicateResult.maybe
