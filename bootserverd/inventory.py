@@ -19,7 +19,8 @@ from typing import Any, Callable, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from bootserverd.model import BOOT_MODES, DEVICE_TYPES, Defaults, Device, Directory, School, normalize_mac
+from bootserverd.model import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Directory, Rollout,
+                               School, normalize_mac)
 from bootserverd.schema import Context, Problem, SchemaError, build, load_document
 
 log = Logger(namespace="bootserverd.inventory")
@@ -50,6 +51,32 @@ def _hostname(value: Any, ctx: Context) -> str:
 
 
 @dataclass(frozen=True)
+class RolloutEntry:
+    percent: float = field(default=0.0, metadata={"min": 0.0, "max": 100.0})
+    hosts: tuple[str, ...] = ()           # hostnames or MACs
+    groups: tuple[str, ...] = ()          # school names or device types
+
+
+def _rollout(entry: RolloutEntry | None) -> Rollout | None:
+    if entry is None:
+        return None
+    hosts = tuple(_canonical_host(h) for h in entry.hosts)
+    return Rollout(percent=entry.percent, hosts=hosts, groups=tuple(entry.groups))
+
+
+def _canonical_host(text: str) -> str:
+    try:
+        return normalize_mac(text)
+    except ValueError:
+        return str(text)
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    release: str = field(default="released", metadata={"choices": RELEASE_STATES})
+
+
+@dataclass(frozen=True)
 class DeviceEntry:
     mac: str = field(metadata={"required": True, "parse": _mac})
     hostname: str | None = field(default=None, metadata={"parse": _hostname})
@@ -60,6 +87,8 @@ class DeviceEntry:
     boot_mode: str | None = field(default=None, metadata={"choices": BOOT_MODES})
     enabled: bool = True
     school: str | None = None
+    next_image: str | None = None
+    rollout: RolloutEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,8 @@ class SchoolEntry:
     image: str | None = None
     kernel_args: str = ""
     boot_mode: str | None = field(default=None, metadata={"choices": BOOT_MODES})
+    next_image: str | None = None
+    rollout: RolloutEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -75,9 +106,11 @@ class DefaultsEntry:
     kernel_args: str = ""
     boot_mode: str = field(default="netboot", metadata={"choices": BOOT_MODES})
     type: str | None = field(default=None, metadata={"choices": DEVICE_TYPES})
+    next_image: str | None = None
+    rollout: RolloutEntry | None = None
 
 
-TOP_LEVEL = ("devices", "schools", "defaults")
+TOP_LEVEL = ("devices", "schools", "defaults", "images")
 
 
 def parse_inventory(path: Path) -> Directory:
@@ -107,14 +140,33 @@ def parse_inventory(path: Path) -> Directory:
     schools = _parse_schools(data.get("schools"), ctx)
     defaults = build(DefaultsEntry, data.get("defaults"), "defaults", ctx) or DefaultsEntry()
     _check_unique(entries, schools, ctx)
+    releases = _parse_releases(data.get("images"), ctx)
     if ctx.problems:
         raise SchemaError(ctx.problems)
     devices = tuple(Device(mac=e.mac, hostname=e.hostname, type=e.type, ip=str(e.ip) if e.ip else None,
                            image=e.image, kernel_args=e.kernel_args, boot_mode=e.boot_mode,
-                           enabled=e.enabled, school=e.school) for e in entries.values())
+                           enabled=e.enabled, school=e.school, next_image=e.next_image,
+                           rollout=_rollout(e.rollout)) for e in entries.values())
     return Directory(devices=devices, schools=MappingProxyType(schools),
                      defaults=Defaults(image=defaults.image, kernel_args=defaults.kernel_args,
-                                       boot_mode=defaults.boot_mode, type=defaults.type))
+                                       boot_mode=defaults.boot_mode, type=defaults.type,
+                                       next_image=defaults.next_image, rollout=_rollout(defaults.rollout)),
+                     releases=MappingProxyType(releases))
+
+
+def _parse_releases(data: Any, ctx: Context) -> dict[str, str]:
+    """``images: {NAME: {release: testing|released|withdrawn}}``."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        ctx.problem("images", "must be a mapping of image name to its settings (release:)")
+        return {}
+    releases = {}
+    for name, entry in data.items():
+        parsed = build(ImageEntry, entry, f"images.{name}", ctx)
+        if parsed is not None:
+            releases[str(name)] = parsed.release
+    return releases
 
 
 def _parse_schools(data: Any, ctx: Context) -> dict[str, School]:
@@ -128,7 +180,8 @@ def _parse_schools(data: Any, ctx: Context) -> dict[str, School]:
         parsed = build(SchoolEntry, entry, f"schools.{name}", ctx)
         if parsed is not None:
             schools[str(name)] = School(name=str(name), image=parsed.image,
-                                        kernel_args=parsed.kernel_args, boot_mode=parsed.boot_mode)
+                                        kernel_args=parsed.kernel_args, boot_mode=parsed.boot_mode,
+                                        next_image=parsed.next_image, rollout=_rollout(parsed.rollout))
     return schools
 
 

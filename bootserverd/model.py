@@ -40,6 +40,18 @@ def parse_image_name(name: str) -> tuple[str | None, str | None, str | None]:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """Who gets an assignment's ``next_image`` before everyone: canary hosts (hostname or
+    MAC), groups (school or device type) and a percentage (stable per device: see rollout.py)."""
+    percent: float = 0.0
+    hosts: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+RELEASE_STATES = ("testing", "released", "withdrawn")
+
+
+@dataclass(frozen=True)
 class Device:
     mac: str
     hostname: str | None = None
@@ -50,6 +62,8 @@ class Device:
     boot_mode: str | None = None
     enabled: bool = True
     school: str | None = None
+    next_image: str | None = None       # staged rollout: see Rollout and bootserverd/rollout.py
+    rollout: Rollout | None = None
 
     def label(self) -> str:
         """How logs name the device: 'aa:bb:..:ff (class-12, thinclient)'."""
@@ -63,6 +77,8 @@ class School:
     image: str | None = None
     kernel_args: str = ""
     boot_mode: str | None = None
+    next_image: str | None = None
+    rollout: Rollout | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,8 @@ class Defaults:
     kernel_args: str = ""
     boot_mode: str = "netboot"
     type: str | None = None
+    next_image: str | None = None
+    rollout: Rollout | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,8 @@ class Directory:
     devices: tuple[Device, ...] = ()
     schools: Mapping[str, School] = field(default_factory=lambda: MappingProxyType({}))
     defaults: Defaults = Defaults()
+    # image name → release state (RELEASE_STATES); an image not named here is "released"
+    releases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class Inventory:

@@ -1,0 +1,324 @@
+"""Image diffs for laptops: librsync deltas (``rdiff``) built on demand, cached on disk.
+
+The reactor side (``DiffCache``) decides whether a pair makes sense, answers "ready",
+"building" or "refused", runs at most ``workers`` builders at once as separate niced
+processes (never in the reactor), and keeps the cache under a byte budget, evicting the
+diffs that serve the fewest devices per byte first.
+
+The builder (``python -m bootserverd.diffs build``) runs ``rdiff signature`` + ``rdiff delta``
+into a temporary file, hashes it, fsyncs and renames it into place next to a JSON sidecar
+with its sha256, so a crash leaves either a complete diff or none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+SUFFIX = ".rdiff"
+RETRY_AFTER = 5                 # seconds a client waits before asking again while building
+FAILED_BACKOFF = 300.0          # a pair whose build failed is not retried for this long
+
+
+@dataclass(frozen=True)
+class Ready:
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Building:
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    code: int                   # 404 senseless pair, 500 build failed
+    reason: str
+
+
+def pair_problem(source, target) -> str | None:
+    """Why a diff from ``source`` to ``target`` (Image or None) makes no sense, or None."""
+    if source is None or target is None:
+        return "unknown image"
+    if source.name == target.name or source.sha256 == target.sha256:
+        return "the images are the same"
+    if source.series != target.series or source.arch != target.arch:
+        return (f"different series or arch ({source.series}/{source.arch} → "
+                f"{target.series}/{target.arch})")
+    return None
+
+
+def split_pair(text: str, known: Callable[[str], bool]) -> tuple[str, str] | None:
+    """'<from>--<to>' → names; image names may hold '--' themselves, so try every split."""
+    pieces = text.split("--")
+    candidates = [("--".join(pieces[:i]), "--".join(pieces[i:])) for i in range(1, len(pieces))]
+    for source, target in candidates:
+        if known(source) and known(target):
+            return source, target
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def cache_name(source_sha: str, target_sha: str, block_size: int) -> str:
+    return f"{source_sha[:32]}-{target_sha[:32]}-b{block_size}{SUFFIX}"
+
+
+def eviction_order(entries: Iterable[tuple[str, int, int]]) -> list[str]:
+    """entries: (key, size, devices served). Fewest devices per byte first, then oldest key."""
+    return [key for key, size, devices in sorted(entries, key=lambda e: (e[2] / max(e[1], 1), e[0]))]
+
+
+class DiffCache:
+    def __init__(self, directory: Path, images, reactor, workers: int = 1, block_size: int = 4096,
+                 nice: int = 10, max_bytes: int = 50 << 30,
+                 demand: Callable[[], dict[tuple[str, str], int]] = dict,
+                 python: str = sys.executable, log=None, metrics=None):
+        from twisted.logger import Logger
+        self.directory = Path(directory)
+        self.images = images
+        self.reactor = reactor
+        self.workers = workers
+        self.block_size = block_size
+        self.nice = nice
+        self.max_bytes = max_bytes
+        self.demand = demand
+        self.python = python
+        self.log = log or Logger(namespace="bootserverd.diffs")
+        self.queue: list[tuple[str, object, object]] = []     # (key, source image, target image)
+        self.running: dict[str, object] = {}                  # key → process transport
+        self.failed: dict[str, tuple[float, str]] = {}
+        self.built = 0
+        self.evicted = 0
+        self.stopping = False
+        self.metrics = metrics
+
+    # -- lifecycle --
+    def start(self) -> None:
+        self.stopping = False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".*.tmp*"):    # left by a builder killed mid-way
+            stale.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.queue.clear()
+        for transport in list(self.running.values()):
+            try:
+                transport.signalProcess("TERM")
+            except Exception:
+                pass
+
+    def status(self) -> dict:
+        return {"running": len(self.running), "queued": len(self.queue), "built": self.built,
+                "evicted": self.evicted, "failed": len(self.failed), "cached_bytes": self.total_bytes(),
+                "max_bytes": self.max_bytes, "block_size": self.block_size}
+
+    # -- lookups --
+    def lookup(self, source_name: str, target_name: str) -> Ready | Building | Refused:
+        source, target = self.images.get(source_name), self.images.get(target_name)
+        problem = pair_problem(source, target)
+        if problem is not None:
+            return Refused(404, f"no diff from {source_name} to {target_name}: {problem}")
+        key = cache_name(source.sha256, target.sha256, self.block_size)
+        ready = self._ready(key)
+        if ready is not None:
+            return ready
+        failed = self.failed.get(key)
+        if failed is not None and self.reactor.seconds() - failed[0] < FAILED_BACKOFF:
+            return Refused(500, f"building the diff {source_name} → {target_name} failed: {failed[1]}")
+        self.request(source, target)
+        return Building(RETRY_AFTER * (1 + len(self.queue) // max(self.workers, 1)))
+
+    def _ready(self, key: str) -> Ready | None:
+        path = self.directory / key
+        try:
+            meta = json.loads((self.directory / (key + ".json")).read_text())
+            size = path.stat().st_size
+        except (OSError, ValueError):
+            return None
+        if meta.get("size") != size:
+            return None
+        return Ready(path, meta["sha256"], size)
+
+    def request(self, source, target) -> None:
+        """Queue a build (idempotent); used by lookups and by the ahead-of-time planner."""
+        key = cache_name(source.sha256, target.sha256, self.block_size)
+        if key in self.running or any(k == key for k, _, _ in self.queue) or self._ready(key):
+            return
+        self.queue.append((key, source, target))
+        self._next()
+
+    def prebuild(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Queue the diffs devices will ask for; returns how many were queued."""
+        queued = 0
+        for source_name, target_name in pairs:
+            source, target = self.images.get(source_name), self.images.get(target_name)
+            if pair_problem(source, target) is None:
+                before = len(self.queue) + len(self.running)
+                self.request(source, target)
+                queued += len(self.queue) + len(self.running) > before
+        return queued
+
+    # -- building --
+    def _next(self) -> None:
+        from twisted.internet.protocol import ProcessProtocol
+        cache = self
+
+        while self.queue and len(self.running) < self.workers:
+            key, source, target = self.queue.pop(0)
+            started = self.reactor.seconds()
+
+            class Builder(ProcessProtocol):
+                def __init__(self):
+                    self.errors = b""
+
+                def errReceived(self, data):
+                    self.errors = (self.errors + data)[-2000:]
+
+                def processEnded(self, reason, key=key, source=source, target=target, started=started):
+                    code = getattr(reason.value, "exitCode", None)
+                    cache._ended(key, source, target, code, self.errors.decode(errors="replace").strip(),
+                                 cache.reactor.seconds() - started)
+
+            args = [self.python, "-m", "bootserverd.diffs", "build", "--block-size", str(self.block_size),
+                    "--nice", str(self.nice), str(source.path), str(target.path), str(self.directory / key),
+                    "--from-name", source.name, "--to-name", target.name]
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                             os.environ.get("PYTHONPATH")])))
+            self.log.info("diff {source} → {target}: building (block size {block})", source=source.name,
+                          target=target.name, block=self.block_size)
+            self.running[key] = self.reactor.spawnProcess(Builder(), self.python, args, env=env)
+
+    def _ended(self, key: str, source, target, code, errors: str, seconds: float) -> None:
+        self.running.pop(key, None)
+        if self.stopping:                      # killed by our own shutdown: not a failure
+            return
+        ready = self._ready(key) if code == 0 else None
+        if ready is None:
+            why = errors.splitlines()[-1] if errors else f"builder exited with {code}"
+            self.failed[key] = (self.reactor.seconds(), why)
+            if self.metrics is not None:
+                self.metrics.diff_builds.labels(outcome="failed").inc()
+            self.log.error("diff {source} → {target}: build failed: {why}", source=source.name,
+                           target=target.name, why=why)
+        else:
+            self.built += 1
+            if self.metrics is not None:
+                self.metrics.diff_builds.labels(outcome="built").inc()
+            self.log.info("diff {source} → {target}: built, {size} bytes ({pct:.1f}% of the image) in "
+                          "{seconds:.1f} s, sha256 {sha}", source=source.name, target=target.name,
+                          size=ready.size, pct=100.0 * ready.size / max(target.size, 1), seconds=seconds,
+                          sha=ready.sha256[:16])
+            self.evict()
+        self._next()
+
+    # -- the disk budget --
+    def entries(self) -> list[tuple[str, int, dict]]:
+        out = []
+        for meta_path in self.directory.glob(f"*{SUFFIX}.json"):
+            key = meta_path.name[:-len(".json")]
+            try:
+                meta = json.loads(meta_path.read_text())
+                out.append((key, (self.directory / key).stat().st_size, meta))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def total_bytes(self) -> int:
+        return sum(size for _, size, _ in self.entries())
+
+    def evict(self) -> list[str]:
+        entries = self.entries()
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return []
+        demand = self.demand()
+        served = {key: demand.get((meta.get("from"), meta.get("to")), 0) for key, _, meta in entries}
+        sizes = {key: size for key, size, _ in entries}
+        gone = []
+        for key in eviction_order((key, sizes[key], served[key]) for key in sizes):
+            if total <= self.max_bytes:
+                break
+            (self.directory / (key + ".json")).unlink(missing_ok=True)
+            (self.directory / key).unlink(missing_ok=True)   # open downloads keep their descriptor
+            total -= sizes[key]
+            gone.append(key)
+            self.evicted += 1
+            if self.metrics is not None:
+                self.metrics.diff_evictions.inc()
+            self.log.info("diff cache over budget: evicted {key} ({size} bytes, {n} devices)",
+                          key=key, size=sizes[key], n=served[key])
+        return gone
+
+
+# -- the builder process --------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def build(source: Path, target: Path, out: Path, block_size: int, meta: dict | None = None) -> dict:
+    """Blocking: write ``out`` (delta) and ``out.json`` (sha256, size, ...) atomically."""
+    started = time.monotonic()
+    directory = out.parent
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp", dir=directory) as tmp:
+        signature, delta = Path(tmp) / "signature", Path(tmp) / "delta"
+        for step in (["signature", str(source), str(signature)], ["delta", str(signature), str(target), str(delta)]):
+            run = subprocess.run(["rdiff", "--block-size", str(block_size), *step], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"rdiff {step[0]}: {run.stderr.strip() or run.returncode}")
+        digest = hashlib.sha256()
+        with open(delta, "rb+") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+            os.fsync(f.fileno())
+        info = dict(meta or {}, sha256=digest.hexdigest(), size=delta.stat().st_size, block_size=block_size,
+                    seconds=round(time.monotonic() - started, 3))
+        sidecar = Path(tmp) / "meta.json"
+        with open(sidecar, "w") as f:
+            json.dump(info, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(delta, out)                       # the diff first, then the sidecar naming it
+        os.replace(sidecar, out.with_name(out.name + ".json"))
+        _fsync_dir(directory)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bootserverd.diffs")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sub = commands.add_parser("build", help="build one delta (run by the daemon)")
+    sub.add_argument("source", type=Path)
+    sub.add_argument("target", type=Path)
+    sub.add_argument("out", type=Path)
+    sub.add_argument("--block-size", type=int, default=4096)
+    sub.add_argument("--nice", type=int, default=10)
+    sub.add_argument("--from-name")
+    sub.add_argument("--to-name")
+    args = parser.parse_args(argv)
+    os.nice(args.nice)
+    try:
+        build(args.source, args.target, args.out, args.block_size,
+              {"from": args.from_name, "to": args.to_name})
+    except (OSError, RuntimeError) as exc:
+        print(f"diff build failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Prometheus metrics: one registry per daemon (no global default registry), with the
+counters and gauges every service updates. Written for prometheus-client 0.16 (Debian 12).
+
+Services get the ``Metrics`` object passed in and call e.g.
+``metrics.transfers.labels(service="tftp", outcome="done").inc()``; values that live in the
+model (devices, images, diff cache size, directory lag) are read at scrape time through
+``watch`` so they are never stale.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+SERVICES = ("dhcp", "tftp", "nbd", "http")
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.transfers = Counter("bootserverd_transfers", "Finished transfers by service and outcome",
+                                 ["service", "outcome"], registry=r)
+        self.bytes_sent = Counter("bootserverd_sent_bytes", "Payload bytes sent", ["service"], registry=r)
+        self.errors = Counter("bootserverd_errors", "Errors answered to clients, by kind", ["service", "kind"],
+                              registry=r)
+        self.requests = Counter("bootserverd_http_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
+        self.leases = Gauge("bootserverd_dhcp_leases", "Active DHCP leases", registry=r)
+        self.nbd_connections = Gauge("bootserverd_nbd_connections", "Open NBD connections", registry=r)
+        self.directory_lag = Gauge("bootserverd_directory_lag_seconds",
+                                   "Seconds since the directory replica was last known current", registry=r)
+        self.devices = Gauge("bootserverd_devices", "Devices in the model", registry=r)
+        self.images = Gauge("bootserverd_images_published", "Published images", registry=r)
+        self.diff_cache_bytes = Gauge("bootserverd_diff_cache_bytes", "Bytes of cached diffs", registry=r)
+        self.diff_builds_running = Gauge("bootserverd_diff_builds_running", "Diff builders running", registry=r)
+        self.diff_builds_queued = Gauge("bootserverd_diff_builds_queued", "Diff builds waiting", registry=r)
+        self.diff_builds = Counter("bootserverd_diff_builds", "Finished diff builds by outcome", ["outcome"],
+                                   registry=r)
+        self.diff_evictions = Counter("bootserverd_diff_evictions", "Diffs evicted for the disk budget",
+                                      registry=r)
+        for service in SERVICES:             # so dashboards see zeros before the first event
+            self.bytes_sent.labels(service=service)
+
+    @staticmethod
+    def watch(gauge: Gauge, read: Callable[[], float]) -> None:
+        """Let ``gauge`` read its value at scrape time."""
+        gauge.set_function(read)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

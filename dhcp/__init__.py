@@ -1,0 +1,1 @@
+"""DHCP server: codec and policy are pure (stdlib only); protocol.py is the Twisted adapter."""

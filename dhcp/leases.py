@@ -1,0 +1,169 @@
+"""The in-memory lease table and address allocation. Pure: time is always passed in as `now`.
+
+A lease row exists for every address ever offered, bound, released or declined; rows are
+kept after expiry so a returning client gets its old address back (stickiness). An address
+is free for a client when it has no row, its row is that client's, or the row has expired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Network
+from typing import Callable, Iterable
+
+OFFERED, BOUND, RELEASED, DECLINED = "offered", "bound", "released", "declined"
+
+
+@dataclass(frozen=True)
+class Lease:
+    ip: IPv4Address
+    key: bytes | None      # client identity (codec.Message.client_key); None for DECLINED rows
+    mac: str
+    hostname: str | None
+    expiry: float          # wall-clock seconds; the row stops protecting the address after it
+    state: str
+
+    def active(self, now: float) -> bool:
+        return self.expiry > now and self.state != RELEASED
+
+
+Ranges = tuple[tuple[IPv4Address, IPv4Address], ...]
+
+
+class LeaseTable:
+    def __init__(self, leases: Iterable[Lease] = ()):
+        self.by_ip: dict[IPv4Address, Lease] = {}
+        self.by_key: dict[bytes, Lease] = {}
+        self._cursor: dict[Ranges, int] = {}
+        for lease in leases:
+            self.put(lease)
+
+    def __len__(self) -> int:
+        return len(self.by_ip)
+
+    def put(self, lease: Lease) -> Lease:
+        old = self.by_ip.get(lease.ip)
+        if old is not None and old.key is not None and old.key != lease.key \
+                and self.by_key.get(old.key) is old:
+            del self.by_key[old.key]
+        self.by_ip[lease.ip] = lease
+        if lease.key is not None:
+            previous = self.by_key.get(lease.key)
+            if previous is not None and previous.ip != lease.ip and previous.state == OFFERED:
+                # An unaccepted offer at another address is dropped, not kept as a hold.
+                if self.by_ip.get(previous.ip) is previous:
+                    del self.by_ip[previous.ip]
+            self.by_key[lease.key] = lease
+        return lease
+
+    def of_client(self, key: bytes) -> Lease | None:
+        return self.by_key.get(key)
+
+    def at(self, ip: IPv4Address) -> Lease | None:
+        return self.by_ip.get(ip)
+
+    def free_for(self, ip: IPv4Address, key: bytes, now: float) -> bool:
+        row = self.by_ip.get(ip)
+        if row is None:
+            return True
+        if row.state == DECLINED:
+            return row.expiry <= now
+        return row.key == key or not row.active(now)
+
+    def allocate(self, ranges: Ranges, key: bytes, requested: IPv4Address | None, now: float,
+                 taken: Callable[[IPv4Address], bool] = lambda ip: False,
+                 network: IPv4Network | None = None) -> IPv4Address | None:
+        """Pick an address for `key` from `ranges`: its previous one, the requested one,
+        a never-used one, then the one that expired longest ago. `taken` marks reservations."""
+        def in_pool(ip: IPv4Address) -> bool:
+            return any(lo <= ip <= hi for lo, hi in ranges)
+
+        mine = self.by_key.get(key)
+        if mine is not None and mine.state != DECLINED and in_pool(mine.ip) \
+                and self.by_ip.get(mine.ip) is mine and not taken(mine.ip):
+            return mine.ip
+        if requested is not None and in_pool(requested) and self.free_for(requested, key, now) \
+                and not taken(requested):
+            return requested
+        sizes = [int(hi) - int(lo) + 1 for lo, hi in ranges]
+        total = sum(sizes)
+        start = self._cursor.get(ranges, 0)
+        for step in range(total):
+            offset = (start + step) % total
+            ip = _nth(ranges, sizes, offset)
+            if ip not in self.by_ip and not taken(ip) and not _edge(ip, network):
+                self._cursor[ranges] = offset + 1
+                return ip
+        best: Lease | None = None
+        for lo, hi in ranges:
+            for row in self._rows_between(lo, hi, total):
+                if self.free_for(row.ip, key, now) and not taken(row.ip) \
+                        and (best is None or row.expiry < best.expiry):
+                    best = row
+        return best.ip if best is not None else None
+
+    def _rows_between(self, lo: IPv4Address, hi: IPv4Address, total: int):
+        if total < len(self.by_ip):
+            for n in range(int(lo), int(hi) + 1):
+                row = self.by_ip.get(IPv4Address(n))
+                if row is not None:
+                    yield row
+        else:
+            for ip, row in list(self.by_ip.items()):
+                if lo <= ip <= hi:
+                    yield row
+
+    def offer(self, ip: IPv4Address, key: bytes, mac: str, hostname: str | None, until: float,
+              now: float) -> Lease:
+        row = self.by_ip.get(ip)
+        if row is not None and row.key == key and row.state == BOUND and row.active(now):
+            return row  # an offer never shortens a bound lease
+        return self.put(Lease(ip, key, mac, hostname, until, OFFERED))
+
+    def bind(self, ip: IPv4Address, key: bytes, mac: str, hostname: str | None,
+             expiry: float) -> tuple[Lease, Lease | None]:
+        """Bind; returns (lease, previous lease of this client at another address, now freed)."""
+        previous = self.by_key.get(key)
+        moved = None
+        if previous is not None and previous.ip != ip and previous.state == BOUND \
+                and self.by_ip.get(previous.ip) is previous:
+            moved = self.by_ip[previous.ip] = replace(previous, state=RELEASED)
+        return self.put(Lease(ip, key, mac, hostname, expiry, BOUND)), moved
+
+    def forget_offer(self, key: bytes) -> None:
+        row = self.by_key.get(key)
+        if row is not None and row.state == OFFERED:
+            del self.by_key[key]
+            if self.by_ip.get(row.ip) is row:
+                del self.by_ip[row.ip]
+
+    def release(self, ip: IPv4Address, key: bytes, now: float) -> Lease | None:
+        row = self.by_ip.get(ip)
+        if row is None or row.key != key or row.state != BOUND:
+            return None
+        return self.put(replace(row, state=RELEASED, expiry=now))
+
+    def decline(self, ip: IPv4Address, until: float) -> Lease:
+        row = self.by_ip.get(ip)
+        if row is not None and row.key is not None and self.by_key.get(row.key) is row:
+            del self.by_key[row.key]
+        lease = Lease(ip, None, row.mac if row else "", None, until, DECLINED)
+        self.by_ip[ip] = lease
+        return lease
+
+    def bound(self, now: float) -> list[Lease]:
+        return [row for row in self.by_ip.values() if row.state == BOUND and row.active(now)]
+
+
+def _nth(ranges: Ranges, sizes: list[int], offset: int) -> IPv4Address:
+    for (lo, _), size in zip(ranges, sizes):
+        if offset < size:
+            return IPv4Address(int(lo) + offset)
+        offset -= size
+    raise IndexError(offset)
+
+
+def _edge(ip: IPv4Address, network: IPv4Network | None) -> bool:
+    """Never hand out a network or broadcast address even if a pool range covers it."""
+    return network is not None and network.prefixlen < 31 and \
+        (ip == network.network_address or ip == network.broadcast_address)

@@ -1,0 +1,453 @@
+"""DHCP policy (RFC 2131 server side, PXE proxyDHCP): message + arrival + now → Outcome.
+
+Pure: no I/O, no clock. The caller supplies the arrival interface, the lease table, the boot
+resolver and the reservation lookup; it must make `outcome.changes` durable before sending
+`outcome.reply` (an ACK is only sent for a lease on stable storage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Callable
+
+from dhcp import options as O
+from dhcp.codec import BOOTREPLY, BOOTREQUEST, BROADCAST_FLAG, ZERO, Message, encode
+from dhcp.leases import BOUND, DECLINED, Lease, LeaseTable
+
+BROADCAST = IPv4Address("255.255.255.255")
+CLIENT_PORT, SERVER_PORT, PXE_PORT = 68, 67, 4011
+OFFER_HOLD = 60.0        # an offered address is held this long for the client
+DECLINE_HOLD = 600.0     # a declined address is quarantined this long
+INFORM_AND_PROXY = ()
+# Options every reply carries when they apply; the rest follow the client's request list.
+ALWAYS = (O.SUBNET_MASK, O.ROUTER, O.DNS, O.DOMAIN, O.BROADCAST, O.HOSTNAME, O.BOOTFILE,
+          O.TFTP_SERVER)
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    index: int
+    address: IPv4Address
+    network: IPv4Network
+
+
+@dataclass(frozen=True)
+class Arrival:
+    interface: Interface | None   # where it came in (IP_PKTINFO); None if unknown
+    src: IPv4Address
+    src_port: int
+    port: int = SERVER_PORT        # our port it arrived on: 67, or 4011 (PXE boot server)
+    addresses: tuple[Interface, ...] = ()  # all addresses of the arrival interface
+
+
+@dataclass(frozen=True)
+class Reply:
+    message: Message
+    payload: bytes
+    dest: IPv4Address
+    port: int
+    interface: Interface | None   # send out of this interface (matters for broadcast)
+    unicast_to_mac: bool = False  # dest is yiaddr of a client that has no ARP entry yet
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reply: Reply | None = None
+    changes: tuple[Lease, ...] = ()    # lease rows to make durable before sending the reply
+    event: str | None = None           # one info-level log line (ACK/NAK/DECLINE/RELEASE)
+    debug: str | None = None           # per-packet detail
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A configured subnet (from config.SubnetConfig), normalised for the policy."""
+    network: IPv4Network
+    pool: tuple[tuple[IPv4Address, IPv4Address], ...]
+    router: IPv4Address | None = None
+    dns: tuple[IPv4Address, ...] = ()
+    domain: str | None = None
+    ntp: tuple[IPv4Address, ...] = ()
+    lease_time: int = 3600
+
+    @classmethod
+    def from_config(cls, c: Any) -> "Subnet":
+        return cls(IPv4Network(c.network), tuple((IPv4Address(a), IPv4Address(b)) for a, b in c.pool),
+                   IPv4Address(c.router) if c.router else None,
+                   tuple(IPv4Address(a) for a in c.dns), c.domain,
+                   tuple(IPv4Address(a) for a in c.ntp), int(c.lease_time))
+
+
+@dataclass
+class Policy:
+    mode: str = "server"               # server | proxy
+    authoritative: bool = True
+    unknown_clients: str = "allow"     # allow | deny | pxe-only
+    subnets: tuple[Subnet, ...] = ()
+    server_address: IPv4Address | None = None  # fallback server id / next-server
+    unicast_offers: bool = False       # unicast to yiaddr (needs a neighbour entry) vs broadcast
+    decline_hold: float = DECLINE_HOLD
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    mac: str
+    key: bytes
+    arch: int | None
+    ipxe: bool
+    pxe: bool
+
+
+def client_info(msg: Message) -> ClientInfo:
+    arches = O.to_u16s(msg.get(O.CLIENT_ARCH))
+    vendor = msg.get(O.VENDOR_CLASS) or b""
+    ipxe = b"iPXE" in O.user_classes(msg.get(O.USER_CLASS)) or msg.get(O.IPXE_ENCAP) is not None
+    return ClientInfo(msg.mac, msg.client_key, arches[0] if arches else None, ipxe,
+                      vendor.startswith(b"PXEClient") or bool(arches))
+
+
+class Machine:
+    """One per service. `resolve(mac, arch, ipxe, client_ip)` is BootResolver.resolve;
+    `reservation(mac)` returns the device's fixed IP or None; `reserved(ip)` tells whether an
+    address is some device's fixed IP."""
+
+    def __init__(self, policy: Policy, leases: LeaseTable,
+                 resolve: Callable[..., Any],
+                 reservation: Callable[[str], IPv4Address | None] = lambda mac: None,
+                 reserved: Callable[[IPv4Address], bool] = lambda ip: False):
+        self.policy = policy
+        self.leases = leases
+        self.resolve = resolve
+        self.reservation = reservation
+        self.reserved = reserved
+
+    # -- entry point ---------------------------------------------------------------------
+    def handle(self, msg: Message, arrival: Arrival, now: float) -> Outcome:
+        if msg.op != BOOTREQUEST:
+            return Outcome(debug="ignored BOOTREPLY")
+        kind = msg.msg_type
+        if kind is None:
+            return Outcome(debug=f"ignored BOOTP request from {msg.mac} (no DHCP message type)")
+        if self.policy.mode == "proxy":
+            return self._proxy(msg, kind, arrival)
+        if arrival.port == PXE_PORT:
+            return self._pxe_boot_server(msg, kind, arrival)
+        subnet, server_id, where = self._locate(msg, arrival)
+        if subnet is None:
+            return Outcome(debug=f"{O.TYPE_NAMES.get(kind, kind)} from {msg.mac} {where}: "
+                                 f"no configured subnet")
+        handler = {O.DISCOVER: self._discover, O.REQUEST: self._request,
+                   O.DECLINE: self._decline, O.RELEASE: self._release,
+                   O.INFORM: self._inform}.get(kind)
+        if handler is None:
+            return Outcome(debug=f"ignored message type {kind} from {msg.mac}")
+        return handler(msg, arrival, now, subnet, server_id, where)
+
+    # -- where the client is -------------------------------------------------------------
+    def _subnet_of(self, ip: IPv4Address) -> Subnet | None:
+        for subnet in self.policy.subnets:
+            if ip in subnet.network:
+                return subnet
+        return None
+
+    def _locate(self, msg: Message, arrival: Arrival):
+        iface = arrival.interface
+        ifname = iface.name if iface else "?"
+        if msg.giaddr != ZERO:
+            where = f"via relay {msg.giaddr}"
+            return self._subnet_of(msg.giaddr), self._server_id(arrival, None), where
+        where = f"on {ifname}"
+        candidates = arrival.addresses or ((iface,) if iface else ())
+        if msg.ciaddr != ZERO:
+            subnet = self._subnet_of(msg.ciaddr)
+            if subnet is not None:
+                return subnet, self._server_id(arrival, subnet), where
+        for addr in candidates:
+            subnet = self._subnet_of(addr.address)
+            if subnet is not None:
+                return subnet, self._server_id(arrival, subnet), where
+        return None, None, where
+
+    def _server_id(self, arrival: Arrival, subnet: Subnet | None) -> IPv4Address:
+        candidates = arrival.addresses or ((arrival.interface,) if arrival.interface else ())
+        for addr in candidates:
+            if subnet is None or addr.address in subnet.network:
+                return addr.address
+        if candidates:
+            return candidates[0].address
+        return self.policy.server_address or ZERO
+
+    # -- the boot part ---------------------------------------------------------------------
+    def _plan(self, info: ClientInfo, client_ip: IPv4Address | None):
+        return self.resolve(info.mac, info.arch, info.ipxe,
+                            str(client_ip) if client_ip is not None else None)
+
+    def _admit(self, info: ClientInfo, plan: Any) -> bool:
+        if plan is not None and plan.known:
+            return plan.device is None or getattr(plan.device, "enabled", True)
+        rule = self.policy.unknown_clients
+        return rule == "allow" or (rule == "pxe-only" and info.pxe)
+
+    def _fixed(self, info: ClientInfo, plan: Any, subnet: Subnet) -> IPv4Address | None:
+        raw = (plan.reserved_ip if plan is not None else None) or self.reservation(info.mac)
+        if not raw:
+            return None
+        ip = IPv4Address(raw)
+        return ip if ip in subnet.network else None
+
+    def _taken_for(self, fixed: IPv4Address | None) -> Callable[[IPv4Address], bool]:
+        return lambda ip: ip != fixed and self.reserved(ip)
+
+    # -- message handlers ------------------------------------------------------------------
+    def _discover(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
+        info = client_info(msg)
+        plan = self._plan(info, None)
+        if not self._admit(info, plan):
+            return Outcome(debug=f"DISCOVER from {info.mac} {where}: unknown client, not served")
+        fixed = self._fixed(info, plan, subnet)
+        if fixed is not None:
+            row = self.leases.at(fixed)
+            if row is not None and row.key != info.key and row.state == BOUND and row.active(now):
+                return Outcome(event=f"reserved address {fixed} of {info.mac} is leased to "
+                                     f"{row.mac}; not offered")
+            ip = fixed
+        else:
+            requested = O.to_ip(msg.get(O.REQUESTED_IP))
+            ip = self.leases.allocate(subnet.pool, info.key, requested, now,
+                                      self._taken_for(None), subnet.network)
+            if ip is None:
+                return Outcome(event=f"no free address in {subnet.network} for {info.mac} {where}")
+        hostname = plan.hostname if plan is not None else None
+        self.leases.offer(ip, info.key, info.mac, hostname, now + OFFER_HOLD, now)
+        if plan is not None and plan.reserved_ip is None and fixed is None:
+            plan = self._plan(info, ip)
+        reply = self._reply(msg, O.OFFER, arrival, subnet, server_id, info, plan, ip)
+        return Outcome(reply=reply, debug=f"OFFER {ip} to {info.mac} {where}")
+
+    def _request(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
+        info = client_info(msg)
+        sid = O.to_ip(msg.get(O.SERVER_ID))
+        requested = O.to_ip(msg.get(O.REQUESTED_IP))
+        if sid is not None:                      # SELECTING
+            if sid != server_id:
+                self.leases.forget_offer(info.key)
+                return Outcome(debug=f"REQUEST from {info.mac} chose server {sid}")
+            ip = requested or (msg.ciaddr if msg.ciaddr != ZERO else None)
+            state = "SELECTING"
+        elif requested is not None and msg.ciaddr == ZERO:
+            ip, state = requested, "INIT-REBOOT"
+        elif msg.ciaddr != ZERO:
+            ip = msg.ciaddr
+            state = "RENEWING" if arrival.src == msg.ciaddr and msg.giaddr == ZERO \
+                and arrival.src != BROADCAST else "REBINDING"
+        else:
+            return self._nak(msg, arrival, server_id, info, where, None, "no address requested")
+        plan = self._plan(info, ip)
+        if not self._admit(info, plan):
+            return Outcome(debug=f"REQUEST from {info.mac} {where}: unknown client, not served")
+        if ip not in subnet.network:
+            return self._nak(msg, arrival, server_id, info, where, ip, f"{state}: wrong subnet")
+        fixed = self._fixed(info, plan, subnet)
+        if fixed is not None and ip != fixed:
+            return self._nak(msg, arrival, server_id, info, where, ip,
+                             f"{state}: device is reserved {fixed}")
+        if fixed is None:
+            row = self.leases.at(ip)
+            mine = row is not None and row.key == info.key and row.state != DECLINED
+            in_pool = any(lo <= ip <= hi for lo, hi in subnet.pool)
+            if not mine:
+                if state in ("SELECTING",):
+                    return self._nak(msg, arrival, server_id, info, where, ip,
+                                     f"{state}: no offer for {ip}")
+                if not (in_pool and self.leases.free_for(ip, info.key, now)
+                        and not self.reserved(ip)):
+                    return self._nak(msg, arrival, server_id, info, where, ip,
+                                     f"{state}: {ip} is not available")
+            elif not in_pool:
+                return self._nak(msg, arrival, server_id, info, where, ip,
+                                 f"{state}: {ip} left the pool")
+        else:
+            row = self.leases.at(ip)
+            if row is not None and row.key != info.key and row.state == BOUND and row.active(now):
+                return self._nak(msg, arrival, server_id, info, where, ip,
+                                 f"{state}: reserved {ip} is leased to {row.mac}")
+        hostname = plan.hostname if plan is not None else None
+        lease, moved = self.leases.bind(ip, info.key, info.mac, hostname, now + subnet.lease_time)
+        changes = (moved, lease) if moved is not None else (lease,)
+        reply = self._reply(msg, O.ACK, arrival, subnet, server_id, info, plan, ip)
+        dtype = getattr(getattr(plan, "device", None), "type", None) or "unknown"
+        event = (f"ACK {ip} to {info.mac} ({hostname or '-'}, {dtype}) {where} [{state}]"
+                 + (f" boot error: {plan.error}" if getattr(plan, "error", None) else ""))
+        return Outcome(reply=reply, changes=changes, event=event)
+
+    def _nak(self, msg, arrival, server_id, info, where, ip, why) -> Outcome:
+        if not self.policy.authoritative:
+            return Outcome(debug=f"not NAKing {info.mac} {where} ({why}): not authoritative")
+        options = [(O.MESSAGE_TYPE, O.u8(O.NAK)), (O.SERVER_ID, O.ip(server_id)),
+                   (O.MESSAGE, O.text(why))]
+        if msg.get(O.CLIENT_ID) is not None:
+            options.append((O.CLIENT_ID, msg.get(O.CLIENT_ID)))
+        if msg.get(O.RELAY_AGENT) is not None:
+            options.append((O.RELAY_AGENT, msg.get(O.RELAY_AGENT)))
+        flags = msg.flags
+        if msg.giaddr != ZERO:
+            flags |= BROADCAST_FLAG  # RFC 2131 4.3.2: relay must broadcast the NAK
+            dest, port = msg.giaddr, SERVER_PORT
+        else:
+            dest, port = BROADCAST, CLIENT_PORT
+        reply = Message(op=BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype,
+                        flags=flags, giaddr=msg.giaddr, options=tuple(options))
+        return Outcome(reply=Reply(reply, encode(reply), dest, port, arrival.interface),
+                       event=f"NAK {ip or '-'} to {info.mac} {where}: {why}")
+
+    def _decline(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
+        info = client_info(msg)
+        sid = O.to_ip(msg.get(O.SERVER_ID))
+        ip = O.to_ip(msg.get(O.REQUESTED_IP))
+        if ip is None or (sid is not None and sid != server_id):
+            return Outcome(debug=f"DECLINE from {info.mac} not for us")
+        row = self.leases.at(ip)
+        if row is None or row.key != info.key:
+            return Outcome(debug=f"DECLINE of {ip} from {info.mac}, which does not hold it")
+        lease = self.leases.decline(ip, now + self.policy.decline_hold)
+        return Outcome(changes=(lease,), event=f"DECLINE {ip} from {info.mac} {where}: "
+                       f"address in use, quarantined {int(self.policy.decline_hold)} s")
+
+    def _release(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
+        info = client_info(msg)
+        sid = O.to_ip(msg.get(O.SERVER_ID))
+        if sid is not None and sid != server_id:
+            return Outcome(debug=f"RELEASE from {info.mac} for server {sid}")
+        lease = self.leases.release(msg.ciaddr, info.key, now)
+        if lease is None:
+            return Outcome(debug=f"RELEASE of {msg.ciaddr} from {info.mac}: no such lease")
+        return Outcome(changes=(lease,), event=f"RELEASE {msg.ciaddr} from {info.mac} "
+                       f"({lease.hostname or '-'}) {where}")
+
+    def _inform(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
+        info = client_info(msg)
+        plan = self._plan(info, msg.ciaddr if msg.ciaddr != ZERO else None)
+        if not self._admit(info, plan):
+            return Outcome(debug=f"INFORM from {info.mac}: unknown client, not served")
+        reply = self._reply(msg, O.ACK, arrival, subnet, server_id, info, plan, None)
+        return Outcome(reply=reply, debug=f"ACK (INFORM) to {info.mac} at {msg.ciaddr} {where}")
+
+    # -- proxyDHCP (PXE spec 2.1 §2.2) -------------------------------------------------------
+    def _proxy(self, msg, kind, arrival) -> Outcome:
+        info = client_info(msg)
+        if not info.pxe:
+            return Outcome(debug=f"proxy: {info.mac} is not a PXE client")
+        if arrival.port == PXE_PORT:
+            if kind not in (O.REQUEST, O.INFORM):
+                return Outcome(debug=f"proxy: ignored type {kind} on port {PXE_PORT}")
+        elif kind != O.DISCOVER:
+            # REQUESTs on 67 go to the address server; we answered the DISCOVER already.
+            return Outcome(debug=f"proxy: ignored {O.TYPE_NAMES.get(kind, kind)} from {info.mac}")
+        return self._pxe_boot_server(msg, kind, arrival)
+
+    def _pxe_boot_server(self, msg, kind, arrival) -> Outcome:
+        info = client_info(msg)
+        client_ip = msg.ciaddr if msg.ciaddr != ZERO else None
+        plan = self._plan(info, client_ip)
+        if not self._admit(info, plan) or not info.pxe:
+            return Outcome(debug=f"PXE: {info.mac} not served")
+        server_id = self._server_id(arrival, None)
+        at_4011 = arrival.port == PXE_PORT
+        options = [(O.MESSAGE_TYPE, O.u8(O.ACK if at_4011 else O.OFFER)),
+                   (O.SERVER_ID, O.ip(server_id)),
+                   (O.VENDOR_CLASS, b"PXEClient"),
+                   # PXE discovery control 8: boot the file in this reply, no menu/discovery.
+                   (O.VENDOR_SPECIFIC, O.encode_suboptions([(6, b"\x08")]) + b"\xff")]
+        next_server = IPv4Address(plan.next_server) if plan and plan.next_server else server_id
+        bootfile = (plan.bootfile if plan else "") or ""
+        if bootfile:
+            options.append((O.BOOTFILE, O.text(bootfile)))
+        options.append((O.TFTP_SERVER, O.text(str(next_server))))
+        for code in (O.CLIENT_UUID, O.RELAY_AGENT):
+            if msg.get(code) is not None:
+                options.append((code, msg.get(code)))
+        reply = Message(op=BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype,
+                        flags=msg.flags, ciaddr=msg.ciaddr, siaddr=next_server,
+                        giaddr=msg.giaddr, file=_field(bootfile, 128), options=tuple(options))
+        payload = encode(reply, _max_size(msg))
+        if at_4011:
+            dest, port = arrival.src, arrival.src_port
+        elif msg.giaddr != ZERO:
+            dest, port = msg.giaddr, SERVER_PORT
+        else:
+            dest, port = BROADCAST, CLIENT_PORT
+        return Outcome(reply=Reply(reply, payload, dest, port, arrival.interface),
+                       debug=f"PXE {'ACK' if at_4011 else 'proxy OFFER'} {bootfile!r} to {info.mac}")
+
+    # -- building replies ----------------------------------------------------------------
+    def _reply(self, msg, kind, arrival, subnet, server_id, info, plan, ip) -> Reply:
+        available: dict[int, bytes] = {}
+        mask = subnet.network.netmask
+        available[O.SUBNET_MASK] = O.ip(mask)
+        available[O.BROADCAST] = O.ip(subnet.network.broadcast_address)
+        if subnet.router is not None:
+            available[O.ROUTER] = O.ip(subnet.router)
+        if subnet.dns:
+            available[O.DNS] = O.ips(subnet.dns)
+        if subnet.domain:
+            available[O.DOMAIN] = O.text(subnet.domain)
+        if subnet.ntp:
+            available[O.NTP] = O.ips(subnet.ntp)
+        hostname = plan.hostname if plan is not None else None
+        if hostname:
+            available[O.HOSTNAME] = O.text(hostname)
+        bootfile = (plan.bootfile if plan is not None else "") or ""
+        next_server = IPv4Address(plan.next_server) if plan is not None and plan.next_server \
+            else server_id
+        if bootfile:
+            available[O.BOOTFILE] = O.text(bootfile)
+            available[O.TFTP_SERVER] = O.text(str(next_server))
+        if info.pxe:
+            available[O.VENDOR_CLASS] = b"PXEClient"
+        if info.ipxe:
+            # 175.176 = 1 (no-pxedhcp): iPXE need not wait for proxyDHCP offers.
+            available[O.IPXE_ENCAP] = O.encode_suboptions([(176, b"\x01")])
+        head = [(O.MESSAGE_TYPE, O.u8(kind)), (O.SERVER_ID, O.ip(server_id))]
+        if ip is not None:
+            t = subnet.lease_time
+            head += [(O.LEASE_TIME, O.u32(t)), (O.RENEWAL_T1, O.u32(t // 2)),
+                     (O.REBINDING_T2, O.u32(t * 7 // 8))]
+        if msg.get(O.CLIENT_ID) is not None:
+            head.append((O.CLIENT_ID, msg.get(O.CLIENT_ID)))
+        if msg.get(O.RELAY_AGENT) is not None:
+            head.append((O.RELAY_AGENT, msg.get(O.RELAY_AGENT)))  # RFC 3046: echo unchanged
+        requested = msg.get(O.PARAM_REQUEST) or b""
+        order = [c for c in dict.fromkeys(requested) if c in available]
+        order += [c for c in ALWAYS if c in available and c not in order]
+        if info.pxe and O.VENDOR_CLASS not in order:
+            order.append(O.VENDOR_CLASS)
+        if info.ipxe and O.IPXE_ENCAP not in order:
+            order.append(O.IPXE_ENCAP)
+        options = tuple(head) + tuple((c, available[c]) for c in order)
+        reply = Message(op=BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype,
+                        flags=msg.flags, ciaddr=msg.ciaddr if kind == O.ACK else ZERO,
+                        yiaddr=ip or ZERO, siaddr=next_server, giaddr=msg.giaddr,
+                        file=_field(bootfile, 128), options=options)
+        payload = encode(reply, _max_size(msg))
+        unicast = False
+        if msg.giaddr != ZERO:
+            dest, port = msg.giaddr, SERVER_PORT
+        elif msg.ciaddr != ZERO:
+            dest, port = msg.ciaddr, CLIENT_PORT
+        elif msg.broadcast or not self.policy.unicast_offers or ip is None:
+            dest, port = BROADCAST, CLIENT_PORT
+        else:
+            dest, port, unicast = ip, CLIENT_PORT, True
+        return Reply(reply, payload, dest, port, arrival.interface, unicast)
+
+
+def _field(value: str, size: int) -> bytes:
+    raw = value.encode("utf-8", "replace")
+    return raw if len(raw) < size else b""   # too long for the field: option 67 carries it
+
+
+def _max_size(msg: Message) -> int:
+    """RFC 2132 §9.10: option 57 counts the IP and UDP headers; 576 is the floor."""
+    size = O.to_u16(msg.get(O.MAX_SIZE)) or 576
+    return max(size, 576) - 28

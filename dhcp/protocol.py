@@ -1,0 +1,238 @@
+"""Twisted adapter: UDP sockets with IP_PKTINFO, group-committed leases, reply routing.
+
+Packets are read in batches; every ACK of a batch waits for one fsync of the lease journal
+(done on a dedicated thread so the reactor keeps receiving meanwhile), then all are sent.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from ipaddress import IPv4Address
+from typing import Callable
+
+from twisted.internet import reactor as default_reactor
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from dhcp.codec import ProtocolError, decode
+from dhcp.machine import BROADCAST, Arrival, Interface, Machine, Outcome, Reply
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+PKTINFO = struct.Struct("=i4s4s")   # struct in_pktinfo: ifindex, spec_dst, addr
+READ_BATCH = 128                    # datagrams per doRead, bounded
+WARN_INTERVAL = 60.0                # malformed-packet warnings: one per client per minute
+
+log = Logger()
+
+
+def open_socket(host: str, port: int, device: str | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    if device:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class GroupCommit:
+    """Batches lease rows; one journal append + fsync per batch on a private thread.
+    `then` callbacks run in the reactor once their rows are durable."""
+
+    def __init__(self, db, reactor, snapshot: Callable[[], list]):
+        self.db = db
+        self.reactor = reactor
+        self.snapshot = snapshot          # live rows, for compaction
+        self.pending: list[tuple[tuple, Callable[[], None] | None]] = []
+        self.busy = False
+        self.pool = ThreadPool(1, 1, "dhcp-leasedb")
+        self.batches = 0
+        self.rows = 0
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+    def submit(self, rows: tuple, then: Callable[[], None] | None) -> None:
+        self.pending.append((rows, then))
+        if not self.busy:
+            self.busy = True
+            self.reactor.callLater(0, self._flush)  # let the rest of this read batch join
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            self.busy = False
+            return
+        rows = [row for rows, _ in batch for row in rows]
+        d = deferToThreadPool(self.reactor, self.pool, self.db.append, rows)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _written(self, _, batch) -> None:
+        self.batches += 1
+        self.rows += sum(len(rows) for rows, _ in batch)
+        for _, then in batch:
+            if then is not None:
+                try:
+                    then()
+                except Exception:
+                    log.failure("sending a reply failed")
+        live = self.snapshot()
+        if self.db.needs_compaction(len(live)):
+            d = deferToThreadPool(self.reactor, self.pool, self.db.compact, live)
+            d.addCallbacks(lambda _: self._flush(), self._compact_failed)
+        else:
+            self._flush()
+
+    def _failed(self, failure, batch) -> None:
+        log.error("lease storage failed, {n} replies not sent: {e}",
+                  n=len(batch), e=failure.getErrorMessage())
+        self._flush()
+
+    def _compact_failed(self, failure) -> None:
+        log.error("lease journal compaction failed: {e}", e=failure.getErrorMessage())
+        self._flush()
+
+    def drain(self):
+        """A Deferred that fires when nothing is pending (for a clean stop)."""
+        from twisted.internet.task import deferLater
+        def check():
+            if self.busy or self.pending:
+                return deferLater(self.reactor, 0.01, check)
+        return deferLater(self.reactor, 0, check)
+
+
+class DhcpPort:
+    """One UDP socket (67 or 4011) registered with the reactor as a reader."""
+
+    def __init__(self, sock: socket.socket, handler: "DhcpHandler"):
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.handler = handler
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def logPrefix(self):
+        return f"dhcp:{self.port}"
+
+    def connectionLost(self, reason):
+        self.sock.close()
+
+    def doRead(self):
+        for _ in range(READ_BATCH):
+            try:
+                data, ancdata, _, (src, sport) = self.sock.recvmsg(4096, 256)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warn("receive failed on port {p}: {e}", p=self.port, e=e)
+                return
+            ifindex = 0
+            for level, kind, value in ancdata:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= PKTINFO.size:
+                    ifindex = PKTINFO.unpack_from(value)[0]
+            self.handler.datagram(self, data, IPv4Address(src), sport, ifindex)
+
+    def send(self, reply: Reply) -> None:
+        anc = []
+        iface = reply.interface
+        if iface is not None and iface.index:
+            # A broadcast must leave by the arrival interface; a unicast (relay, renewing
+            # client) follows the routing table. Either way the source is our address there.
+            index = iface.index if reply.dest == BROADCAST else 0
+            anc = [(socket.IPPROTO_IP, IP_PKTINFO,
+                    PKTINFO.pack(index, iface.address.packed, bytes(4)))]
+        try:
+            self.sock.sendmsg([reply.payload], anc, 0, (str(reply.dest), reply.port))
+        except OSError as e:
+            log.warn("sending to {d}:{p} failed: {e}", d=reply.dest, p=reply.port, e=e)
+
+
+class DhcpHandler:
+    """Glue: datagram → Machine → (durable changes) → reply, with the logging rules."""
+
+    def __init__(self, machine: Machine, commit: GroupCommit, interfaces,
+                 clock: Callable[[], float] = time.time,
+                 on_lease: Callable | None = None, neighbour: Callable | None = None):
+        self.machine = machine
+        self.commit = commit
+        self.interfaces = interfaces          # .addresses(ifindex) and .names
+        self.clock = clock
+        self.on_lease = on_lease
+        self.neighbour = neighbour            # (ifindex, ip, mac) → None; for unicast offers
+        self._warned: dict[object, float] = {}
+        self.counts = {"received": 0, "malformed": 0, "replies": 0}
+
+    def datagram(self, port: DhcpPort, data: bytes, src: IPv4Address, sport: int,
+                 ifindex: int) -> None:
+        self.counts["received"] += 1
+        addresses = self.interfaces.addresses(ifindex)
+        if not addresses:
+            return  # not an interface we serve (or it has no address yet)
+        now = self.clock()
+        try:
+            msg = decode(data)
+        except ProtocolError as e:
+            self.counts["malformed"] += 1
+            who = data[28:34].hex(":") if len(data) >= 34 else str(src)
+            self._warn_malformed(who, src, addresses[0].name, e, now)
+            return
+        arrival = Arrival(addresses[0], src, sport, port.port, addresses)
+        try:
+            outcome = self.machine.handle(msg, arrival, now)
+        except Exception:
+            log.failure("internal error handling a packet from {mac}", mac=msg.mac)
+            return
+        self._act(port, outcome)
+
+    def _act(self, port: DhcpPort, outcome: Outcome) -> None:
+        if outcome.debug:
+            log.debug("{d}", d=outcome.debug)
+        reply = outcome.reply
+
+        def send():
+            if reply is not None:
+                if reply.unicast_to_mac and self.neighbour is not None:
+                    self.neighbour(reply.interface, reply.dest, reply.message.chaddr)
+                port.send(reply)
+                self.counts["replies"] += 1
+            if outcome.event:
+                log.info("{e}", e=outcome.event)
+            if self.on_lease is not None:
+                for lease in outcome.changes:
+                    self.on_lease(lease)
+
+        if outcome.changes:
+            self.commit.submit(outcome.changes, send)
+        else:
+            send()
+
+    def _warn_malformed(self, who, src, ifname, error, now) -> None:
+        last = self._warned.get(who)
+        if last is not None and now - last < WARN_INTERVAL:
+            return
+        if len(self._warned) > 10000:
+            self._warned.clear()  # bounded memory under a flood of distinct senders
+        self._warned[who] = now
+        log.warn("malformed packet from {who} ({src}) on {ifname}: {e}",
+                 who=who, src=src, ifname=ifname, e=error)
+
+
+def add_neighbour(iface: Interface, ip: IPv4Address, chaddr: bytes) -> None:
+    """Insert ip → MAC so a unicast reply reaches a client that has no address yet."""
+    from pyroute2 import IPRoute
+    try:
+        with IPRoute() as ipr:
+            ipr.neigh("replace", dst=str(ip), lladdr=chaddr.hex(":"), ifindex=iface.index,
+                      state=0x02)  # NUD_REACHABLE: ages out like a learnt entry
+    except Exception as e:
+        log.warn("neighbour entry {ip} failed: {e}", ip=ip, e=e)

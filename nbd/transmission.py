@@ -1,0 +1,138 @@
+"""Transmission phase, pure: request bytes in, reply actions out.
+
+Actions are small tuples (this is the hot path):
+  (READ, header, offset, length)  send header, then `length` bytes of the export at `offset`
+  (REPLY, data)                   send data
+  (CACHE, offset, length, data)   read-ahead hint for the range, then send data
+  (DISC,)                         finish the replies before this one, then close
+"""
+
+from __future__ import annotations
+
+from . import codec as c
+from .handshake import MAX_REQUEST
+
+READ, REPLY, CACHE, DISC = range(4)
+
+_HDR = c.REQUEST.size
+_unpack = c.REQUEST.unpack_from
+
+
+class RequestParser:
+    """Splits the byte stream into requests; WRITE payloads are discarded as they arrive
+    (a read-only export never needs them, and buffering them would let a client make
+    us hold arbitrary amounts of memory)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._skip = 0
+        self.stopped = False        # set after DISC: nothing more is parsed
+
+    def feed(self, data: bytes) -> list[tuple[int, int, int, int, int]]:
+        """Returns [(flags, cmd, handle, offset, length), ...]; raises ProtocolError."""
+        if self.stopped:
+            return []
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= _HDR:
+            magic, flags, cmd, handle, offset, length = _unpack(buf, pos)
+            if magic != c.REQUEST_MAGIC:
+                raise c.ProtocolError(f"bad request magic 0x{magic:08x}")
+            pos += _HDR
+            out.append((flags, cmd, handle, offset, length))
+            if cmd == c.CMD_WRITE:
+                n = min(length, end - pos)
+                pos += n
+                if n < length:
+                    self._skip = length - n
+                    break
+            elif cmd == c.CMD_DISC:
+                self.stopped = True     # the client MUST NOT send anything after DISC
+                pos = end
+                break
+        del buf[:pos]
+        return out
+
+
+_FLAGS_OK = {
+    c.CMD_READ: c.CMD_FLAG_FUA,          # DF added when structured replies are on
+    c.CMD_FLUSH: c.CMD_FLAG_FUA,
+    c.CMD_CACHE: c.CMD_FLAG_FUA,
+    c.CMD_BLOCK_STATUS: c.CMD_FLAG_FUA | c.CMD_FLAG_REQ_ONE,
+    c.CMD_DISC: c.CMD_FLAG_FUA,
+}
+_WRITES = (c.CMD_WRITE, c.CMD_TRIM, c.CMD_WRITE_ZEROES)
+
+
+class Transmission:
+    """Decides the reply to each request of one session on one export."""
+
+    def __init__(self, size: int, structured: bool, contexts: dict[int, str],
+                 max_request: int = MAX_REQUEST) -> None:
+        self.size = size
+        self.structured = structured
+        self.contexts = contexts
+        self.max_request = max_request
+        self._read_flags = c.CMD_FLAG_FUA | (c.CMD_FLAG_DF if structured else 0)
+
+    def error(self, handle: int, errno: int, message: str) -> tuple:
+        if self.structured:
+            return (REPLY, c.error_chunk(handle, errno, message))
+        return (REPLY, c.simple_reply(handle, errno))
+
+    def _range_error(self, offset: int, length: int) -> str | None:
+        if length == 0:
+            return "zero length"
+        if length > self.max_request:
+            return f"length {length} over the maximum {self.max_request}"
+        if offset + length > self.size:
+            return f"range {offset}+{length} past the end ({self.size})"
+        return None
+
+    def handle(self, flags: int, cmd: int, handle: int, offset: int, length: int) -> tuple:
+        if cmd == c.CMD_READ:
+            # Hot path: checks inlined.
+            if (flags & ~self._read_flags or length == 0 or length > self.max_request
+                    or offset + length > self.size):
+                if flags & ~self._read_flags:
+                    return self.error(handle, c.EINVAL, f"bad flags 0x{flags:x} on READ")
+                return self.error(handle, c.EINVAL, self._range_error(offset, length))
+            if self.structured:
+                return (READ, c.data_chunk_header(handle, offset, length), offset, length)
+            return (READ, c.simple_reply(handle), offset, length)
+        if cmd in _WRITES:
+            return self.error(handle, c.EPERM, "export is read-only")
+        if cmd == c.CMD_DISC:
+            return (DISC,)
+        allowed = _FLAGS_OK.get(cmd)
+        if allowed is None:
+            return self.error(handle, c.EINVAL, f"unknown command {cmd}")
+        if flags & ~allowed:
+            return self.error(handle, c.EINVAL,
+                              f"bad flags 0x{flags:x} on {c.CMD_NAMES[cmd]}")
+        if cmd == c.CMD_FLUSH:
+            return (REPLY, self._ok(handle))
+        if cmd == c.CMD_CACHE:
+            problem = self._range_error(offset, length)
+            if problem:
+                return self.error(handle, c.EINVAL, problem)
+            return (CACHE, offset, length, self._ok(handle))
+        # BLOCK_STATUS: no maximum (it moves no data), only the export's bounds.
+        if not self.contexts:
+            return self.error(handle, c.EINVAL, "no metadata context negotiated")
+        if length == 0 or offset + length > self.size:
+            return self.error(handle, c.EINVAL,
+                              f"range {offset}+{length} past the end ({self.size})")
+        # An image file is fully allocated data: status 0 is always correct.
+        (cid,) = self.contexts      # the handshake offers exactly one context
+        return (REPLY, c.block_status_chunk(handle, cid, ((length, 0),)))
+
+    def _ok(self, handle: int) -> bytes:
+        return c.none_chunk(handle) if self.structured else c.simple_reply(handle)

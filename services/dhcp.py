@@ -1,0 +1,148 @@
+"""The DHCP service: loads the lease journal, opens :67 (and :4011 in proxy mode), follows
+the served interfaces, and answers through dhcp.machine."""
+
+from __future__ import annotations
+
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Callable
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from bootserverd.leasedb import LeaseDB
+from dhcp.leases import OFFERED, LeaseTable
+from dhcp.machine import Machine, Policy, Subnet
+from dhcp.netif import Interfaces
+from dhcp.protocol import DhcpHandler, DhcpPort, GroupCommit, add_neighbour, open_socket
+
+
+def _policy(config, server) -> Policy:
+    address = getattr(server, "address", None)
+    return Policy(mode=config.mode, authoritative=config.authoritative,
+                  unknown_clients=config.unknown_clients,
+                  subnets=tuple(Subnet.from_config(s) for s in config.subnets),
+                  server_address=IPv4Address(str(address)) if address else None,
+                  unicast_offers=bool(getattr(config, "unicast_offers", False)))
+
+
+class DHCPService(Service):
+    name = "dhcp"
+    log = Logger(namespace="dhcp")
+
+    def __init__(self, config, server, model, resolver, leasedb_path: Path, reactor=None,
+                 on_lease: Callable | None = None, clock: Callable[[], float] = time.time):
+        from twisted.internet import reactor as default_reactor
+        self.config = config
+        self.server = server
+        self.model = model
+        self.resolver = resolver
+        self.leasedb_path = Path(leasedb_path)
+        self.reactor = reactor or default_reactor
+        self.on_lease = on_lease
+        self.clock = clock
+        self.ports: list[DhcpPort] = []
+        self._reserved: frozenset[IPv4Address] = frozenset()
+        self.db: LeaseDB | None = None
+        self.table: LeaseTable | None = None
+        self.machine: Machine | None = None
+        self.commit: GroupCommit | None = None
+        self.interfaces: Interfaces | None = None
+        self.handler: DhcpHandler | None = None
+
+    # -- reservations from the model (recomputed when the directory changes) ----------------
+    def _inventory_changed(self, old=None, new=None) -> None:
+        inventory = self.model.inventory
+        self._reserved = frozenset(IPv4Address(d.ip) for d in inventory.devices if d.ip)
+
+    def _reservation(self, mac: str) -> IPv4Address | None:
+        device = self.model.inventory.device(mac)
+        return IPv4Address(device.ip) if device is not None and device.ip else None
+
+    def _live_rows(self) -> list:
+        return [row for row in self.table.by_ip.values() if row.state != OFFERED]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def startService(self) -> None:
+        started = time.monotonic()
+        self.db = LeaseDB(self.leasedb_path)
+        rows = self.db.load()
+        self.table = LeaseTable(rows)
+        now = self.clock()
+        active = sum(1 for r in rows if r.state == "bound" and r.expiry > now)
+        self.log.info("{n} leases loaded ({a} active) from {p} in {s:.2f} s",
+                      n=len(rows), a=active, p=self.leasedb_path, s=time.monotonic() - started)
+        self._inventory_changed()
+        self.model.subscribe(self._inventory_changed)
+        self.machine = Machine(_policy(self.config, self.server), self.table,
+                               self.resolver.resolve, self._reservation,
+                               lambda ip: ip in self._reserved)
+        self.commit = GroupCommit(self.db, self.reactor, self._live_rows)
+        self.commit.start()
+        self.interfaces = Interfaces(tuple(self.config.interfaces), self.reactor)
+        self.interfaces.start()
+        self.handler = DhcpHandler(self.machine, self.commit, self.interfaces, self.clock,
+                                   self.on_lease, add_neighbour)
+        ports = [self.config.listen_port]
+        if self.config.mode == "proxy":
+            ports.append(self.config.proxy_port)
+        try:
+            for number in ports:
+                sock = open_socket("0.0.0.0", number)
+                port = DhcpPort(sock, self.handler)
+                self.ports.append(port)
+                self.reactor.addReader(port)
+        except OSError as e:
+            self._close()
+            raise CannotListenError("0.0.0.0", number, e)
+        super().startService()
+        self.log.info("{mode} on {ifs}, ports {ports}", mode=self.config.mode,
+                      ifs=", ".join(self.config.interfaces) or "-",
+                      ports=", ".join(str(p.port) for p in self.ports))
+
+    def reconfigure(self, config) -> None:
+        """SIGHUP: new policy and interfaces without dropping leases or sockets."""
+        ports_changed = (config.listen_port, config.mode, config.proxy_port) != \
+            (self.config.listen_port, self.config.mode, self.config.proxy_port)
+        self.config = config
+        if self.machine is not None:
+            self.machine.policy = _policy(config, self.server)
+        if self.interfaces is not None and tuple(config.interfaces) != self.interfaces.names:
+            self.interfaces.names = tuple(config.interfaces)
+            self.interfaces.refresh()
+        if ports_changed:
+            self.log.warn("port or mode changes need a restart of the dhcp service")
+
+    def _close(self) -> None:
+        for port in self.ports:
+            self.reactor.removeReader(port)
+            port.connectionLost(None)
+        self.ports = []
+        if self.interfaces is not None:
+            self.interfaces.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self._close()
+        if self.commit is not None:
+            yield self.commit.drain()
+            self.commit.stop()
+            self.log.info("stopped: {rows} lease rows written in {batches} fsyncs",
+                          rows=self.commit.rows, batches=self.commit.batches)
+        if self.db is not None:
+            self.db.close()
+        super().stopService()
+
+    def status(self) -> dict:
+        now = self.clock()
+        counts = dict(self.handler.counts) if self.handler else {}
+        if self.table is not None:
+            counts["active_leases"] = sum(1 for r in self.table.by_ip.values()
+                                          if r.state == "bound" and r.expiry > now)
+        if self.commit is not None:
+            counts["commit_batches"] = self.commit.batches
+            counts["committed_rows"] = self.commit.rows
+        return counts

@@ -1,0 +1,185 @@
+"""The HTTP listener (twisted.web): images, diffs, iPXE boot files, device API, status, metrics.
+
+One leaf resource routes on the first path segment to a handler module (services/http_*.py,
+one concern each). Twisted has already split and percent-decoded the path; handlers get the
+remaining segments and never touch the filesystem with them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from bootserverd import __version__
+from services.http_files import BootFileResource, FileSender, ImageResource
+from services.http_transfer import TransferRecord
+from services.http_util import send_error, send_json
+
+log = Logger(namespace="bootserverd.http")
+
+
+class _Site(Site):
+    def log(self, request) -> None:
+        """Transfers log themselves (one line with bytes, time and rate); no access log."""
+
+
+class Router(Resource):
+    isLeaf = True
+
+    def __init__(self, service: "HTTPService"):
+        super().__init__()
+        self.service = service
+
+    def render(self, request):
+        try:
+            result = self._route(request)
+        except Exception:                    # a bug must cost one request, not the reactor
+            log.failure("HTTP {path}: internal error", path=request.uri.decode("latin-1", "replace")[:300])
+            if request.startedWriting:
+                request.channel.transport.loseConnection()
+                return b""
+            result = send_error(request, 500, "internal error (see the server log)", level="error")
+        self._count(request)
+        return result
+
+    ROUTES = ("images", "boot", "ipxe", "tftp", "status", "diffs", "v1", "metrics")
+
+    def _count(self, request) -> None:
+        head = request.postpath[0].decode("latin-1") if request.postpath else ""
+        route = head if head in self.ROUTES else "other"   # bounded label values
+        metrics = self.service.metrics
+        metrics.requests.labels(route=route, status=str(request.code)).inc()
+        if request.code >= 400:
+            metrics.errors.labels(service="http", kind=str(request.code)).inc()
+
+    def _route(self, request):
+        svc = self.service
+        method = request.method
+        parts = [p.decode("utf-8", "surrogateescape") for p in request.postpath]
+        head = parts[0] if parts else ""
+        rest = parts[1:]
+        if method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return send_error(request, 405, f"method {method.decode('latin-1')[:20]} not allowed")
+        if head == "images":
+            return svc.image_resource.render(request, rest)
+        if head == "boot":
+            return svc.boot_resource.boot(request, rest)
+        if head == "ipxe":
+            return svc.boot_resource.ipxe(request, rest)
+        if head == "tftp":
+            return svc.boot_resource.tftp(request, rest)
+        if head == "status" and not rest:
+            return send_json(request, svc.status())
+        if head == "diffs" and svc.diff_resource is not None:
+            return svc.diff_resource.render(request, rest)
+        if head == "v1" and rest[:1] == ["devices"] and svc.device_resource is not None:
+            return svc.device_resource.render(request, rest[1:])
+        if head == "metrics" and not rest and svc.metrics_resource is not None:
+            return svc.metrics_resource.render(request)
+        return send_error(request, 404, "no such resource")
+
+
+class HTTPService(Service):
+    name = "http"
+
+    def __init__(self, config, *, server, images, boot_files, model, resolver, state_dir: Path,
+                 reactor=None, metrics=None):
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+            reactor = _reactor
+        self.config = config
+        self.server = server
+        self.images = images
+        self.boot_files = boot_files
+        self.model = model
+        self.resolver = resolver
+        self.state_dir = Path(state_dir)
+        self.reactor = reactor
+        if metrics is None:                   # the app may share one registry between services
+            from bootserverd.metrics import Metrics
+            metrics = Metrics()
+        self.metrics = metrics
+        self.started_at = time.time()
+        self.port = None
+        self.transfers = {"done": 0, "aborted": 0, "stalled": 0}
+        self.bytes_sent = 0
+        self.sender = FileSender(reactor, self._transfer_done, config.stall_timeout, config.sendfile)
+        self.boot_resource = BootFileResource(boot_files, self.sender)
+        self.image_resource = ImageResource(images, self.sender, self.release_state)
+        self.diff_resource = None
+        self.device_resource = None
+        from services.http_metrics import MetricsResource
+        self.metrics_resource = MetricsResource(metrics)
+        self._optional_parts()
+        self._watch_gauges()
+
+    def _optional_parts(self) -> None:
+        """Diffs, device API and metrics: built here so the core serves even if one fails."""
+        try:
+            from bootserverd.diffs import DiffCache
+            from services.http_diffs import DiffResource
+        except ImportError:
+            return
+        self.diffs = DiffCache(self.state_dir / "diffs", self.images, self.reactor,
+                               workers=self.config.diff_workers, block_size=self.config.diff_block_size,
+                               nice=self.config.diff_nice, max_bytes=self.config.diff_cache_max_bytes,
+                               metrics=self.metrics)
+        self.diff_resource = DiffResource(self.diffs, self.sender)
+        from services.http_devices import DeviceResource
+        self.device_resource = DeviceResource(self.model, self.images, self.diffs, self.resolver.http_base,
+                                              self.state_dir / "device-reports.json", self.reactor)
+        self.diffs.demand = self.device_resource.demand
+        # a change in the directory or the image set may change what devices need: build ahead
+        self.model.subscribe(lambda old, new: self.running and self.device_resource.prebuild())
+
+    def _watch_gauges(self) -> None:
+        m = self.metrics
+        m.watch(m.devices, lambda: len(self.model.inventory.devices))
+        m.watch(m.images, lambda: len(self.images.published()))
+        if hasattr(self, "diffs"):
+            m.watch(m.diff_cache_bytes, self.diffs.total_bytes)
+            m.watch(m.diff_builds_running, lambda: len(self.diffs.running))
+            m.watch(m.diff_builds_queued, lambda: len(self.diffs.queue))
+
+    def release_state(self, name: str) -> str:
+        from bootserverd.rollout import release_of
+        return release_of(self.model.inventory.directory.releases, name)
+
+    def _transfer_done(self, record: TransferRecord) -> None:
+        self.transfers[record.outcome] = self.transfers.get(record.outcome, 0) + 1
+        self.bytes_sent += record.sent
+        self.metrics.transfers.labels(service="http", outcome=record.outcome).inc()
+        self.metrics.bytes_sent.labels(service="http").inc(record.sent)
+        (log.info if record.ok else log.warn)("{line}", line=record.line())
+
+    def status(self) -> dict:
+        inventory = self.model.inventory
+        return {"version": __version__, "uptime_seconds": round(time.time() - self.started_at, 1),
+                "images": [image.summary() for image in self.images.published()],
+                "devices": len(inventory.devices),
+                "http": {"transfers": dict(self.transfers), "bytes_sent": self.bytes_sent},
+                "diffs": self.diffs.status() if hasattr(self, "diffs") else None}
+
+    def startService(self) -> None:
+        super().startService()
+        listen = self.config.listen
+        self.site = _Site(Router(self))
+        self.port = self.reactor.listenTCP(listen.port, self.site, interface=listen.host)
+        if hasattr(self, "diffs"):
+            self.diffs.start()
+            self.device_resource.prebuild()
+
+    def stopService(self):
+        super().stopService()
+        if hasattr(self, "diffs"):
+            self.diffs.stop()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None

@@ -1,0 +1,166 @@
+"""File downloads: boot files (kernels, initrds, iPXE scripts, the TFTP root) and images.
+
+Every path goes through a confined namespace: ``BootFiles.open`` (which refuses '..' and
+anything resolving outside its root) or the image store's published names. Nothing here
+joins a client's text onto a filesystem path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Callable
+
+from twisted.web.server import NOT_DONE_YET
+
+from bootserverd.bootfiles import BootFileError
+from bootserverd.model import SAFE_IMAGE_NAME
+from services.http_range import decide
+from services.http_transfer import FileBody, TransferRecord
+from services.http_util import client_ip, send_error
+
+OCTETS = b"application/octet-stream"
+
+
+class OpenFile:
+    """An image (or cached diff) file opened for one response: .size .read .fileno .close."""
+
+    def __init__(self, fd: int, size: int):
+        self._fd, self.size = fd, size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def open_checked(path, stamp: tuple | None = None) -> OpenFile | None:
+    """Open a regular file without following a final symlink; None if it is gone or is no
+    longer the version ``stamp`` (dev, ino, size, mtime_ns) names."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (
+            stamp is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(stamp)):
+        os.close(fd)
+        return None
+    return OpenFile(fd, st.st_size)
+
+
+class FileSender:
+    """Range/ETag handling + streaming for any open file."""
+
+    def __init__(self, reactor, on_transfer: Callable[[TransferRecord], None], stall_timeout: float,
+                 allow_sendfile: bool = True):
+        self.reactor = reactor
+        self.on_transfer = on_transfer
+        self.stall_timeout = stall_timeout
+        self.allow_sendfile = allow_sendfile
+
+    def send(self, request, file, *, etag: str | None = None, content_type: bytes = OCTETS,
+             cache: bytes | None = None):
+        header = request.getHeader
+        decision = decide(request.method.decode("latin-1"), file.size, etag, header(b"range") and
+                          header(b"range").decode("latin-1"), _text(header(b"if-range")),
+                          _text(header(b"if-none-match")))
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        if etag is not None:
+            request.setHeader(b"ETag", etag.encode())
+        if cache is not None:
+            request.setHeader(b"Cache-Control", cache)
+        if decision.status in (304, 416):
+            file.close()
+            if decision.status == 304:
+                request.setResponseCode(304)
+                return b""
+            return send_error(request, 416, f"range not satisfiable (size {file.size})",
+                              headers={"Content-Range": decision.content_range})
+        request.setResponseCode(decision.status)
+        request.setHeader(b"Content-Type", content_type)
+        request.setHeader(b"Content-Length", str(decision.length).encode())
+        if decision.content_range:
+            request.setHeader(b"Content-Range", decision.content_range.encode())
+        record = TransferRecord(client=client_ip(request), method=request.method.decode("latin-1"),
+                                path=request.path.decode("latin-1", "replace")[:300],
+                                status=decision.status, start=decision.start, length=decision.length,
+                                size=file.size)
+        FileBody(request, file, record, self.reactor, self.on_transfer, self.stall_timeout,
+                 self.allow_sendfile).start()
+        return NOT_DONE_YET
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+class BootFileResource:
+    """/boot/<image>/vmlinuz|initrd.img, /ipxe/<name>.ipxe and /tftp/<path> via BootFiles."""
+
+    def __init__(self, boot_files, sender: FileSender):
+        self.boot_files = boot_files
+        self.sender = sender
+
+    def boot(self, request, parts: list[str]):
+        if len(parts) != 2 or parts[1] not in ("vmlinuz", "initrd.img"):
+            return send_error(request, 404, "boot files are /boot/<image>/vmlinuz and /boot/<image>/initrd.img")
+        return self._serve(request, f"images/{parts[0]}/{parts[1]}", OCTETS)
+
+    def ipxe(self, request, parts: list[str]):
+        if len(parts) != 1 or not parts[0].endswith(".ipxe"):
+            return send_error(request, 404, "iPXE scripts are /ipxe/<mac>.ipxe or /ipxe/default.ipxe")
+        return self._serve(request, f"ipxe/{parts[0]}", b"text/plain; charset=utf-8", cache=b"no-store")
+
+    def tftp(self, request, parts: list[str]):
+        return self._serve(request, "/".join(parts), OCTETS)
+
+    def _serve(self, request, path: str, content_type: bytes, cache: bytes | None = None):
+        try:
+            file = self.boot_files.open(path, client_ip(request))
+        except BootFileError as exc:
+            code = 403 if exc.kind == "access-denied" else 404
+            return send_error(request, code, str(exc))
+        return self.sender.send(request, file, content_type=content_type, cache=cache)
+
+
+def image_etag(sha256: str) -> str:
+    return f'"{sha256}"'
+
+
+class ImageResource:
+    """/images/ (JSON list) and /images/<name>.img (the squashfs file)."""
+
+    def __init__(self, images, sender: FileSender, release_state: Callable[[str], str]):
+        self.images = images
+        self.sender = sender
+        self.release_state = release_state
+
+    def listing(self) -> list[dict]:
+        return [dict(image.summary(), release=self.release_state(image.name), url=f"/images/{image.name}.img")
+                for image in self.images.published()]
+
+    def render(self, request, parts: list[str]):
+        from services.http_util import send_json
+        if not parts or parts == [""]:
+            return send_json(request, {"images": self.listing()})
+        leaf = parts[0]
+        if len(parts) != 1 or not (leaf.endswith(".img") or leaf.endswith(".img.zsync")):
+            return send_error(request, 404, "images are /images/<name>.img")
+        if leaf.endswith(".zsync"):
+            return send_error(request, 404, "zsync control files are not offered; use /diffs/<from>--<to>.rdiff")
+        name = leaf[:-len(".img")]
+        image = self.images.get(name) if SAFE_IMAGE_NAME.match(name) else None
+        if image is None:
+            return send_error(request, 404, f"image {name[:200]!r} is not published")
+        file = open_checked(image.path, image.stamp)
+        if file is None:
+            return send_error(request, 503, f"image {name} changed on disk; it is being re-indexed",
+                              headers={"Retry-After": 5})
+        return self.sender.send(request, file, etag=image_etag(image.sha256))

@@ -1,0 +1,212 @@
+"""Helpers for the NBD integration tests and benchmark.
+
+Run as a script it starts bootserverd's NBD service over a directory of *.img files
+(``python nbd_support.py DIR [--max-per-client N] [--handshake-timeout S]``) and prints
+``PORT <n>`` once listening; the tests start it with Popen and stop it by that PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LIBNBD_PATH = "/usr/lib/python3/dist-packages/nbd.py"
+
+
+def load_libnbd():
+    """Debian's python3-libnbd is also called ``nbd``; load it under another name."""
+    if "libnbd" in sys.modules:
+        return sys.modules["libnbd"]
+    if "/usr/lib/python3/dist-packages" not in sys.path:
+        sys.path.append("/usr/lib/python3/dist-packages")     # for libnbdmod
+    spec = importlib.util.spec_from_file_location("libnbd", LIBNBD_PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["libnbd"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PEER_CWD = "/"   # nbdsh is "python3 -m nbd": run from the repo it would find our nbd/
+
+
+def peer_env() -> dict:
+    """Environment for peer programs: nbdsh is Python and must not see our nbd/."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    # nbdsh runs "python3" from PATH; it must be Debian's (where python3-libnbd lives).
+    env["PATH"] = "/usr/bin:/bin:" + env.get("PATH", "")
+    return env
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DirImages:
+    """ImageStore stand-in over a directory: every *.img file is published, live."""
+
+    def __init__(self, directory) -> None:
+        self.dir = Path(directory)
+
+    def _image(self, path: Path):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        return SimpleNamespace(name=path.name[:-4], path=path, size=size, sha256=None,
+                               series="test", version=None, arch="amd64")
+
+    def published(self):
+        imgs = (self._image(p) for p in sorted(self.dir.glob("*.img")))
+        return [i for i in imgs if i is not None]
+
+    def get(self, name):
+        if "/" in name or not name:
+            return None
+        return self._image(self.dir / f"{name}.img")
+
+    def subscribe(self, callback) -> None:
+        pass
+
+
+class Server:
+    """Our NBD service in a child process (killed by its PID at the end)."""
+
+    def __init__(self, directory, log_path, *args: str) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.log_path = Path(log_path)
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, str(directory), *args], cwd=str(ROOT), env=env,
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()   # bounded: the child exits on any error
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"NBD server did not start: {line!r}\n{self.log_text()}")
+        self.port = int(line.split()[1])
+
+    def uri(self, name: str = "") -> str:
+        return f"nbd://127.0.0.1:{self.port}/{name}"
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def wait_log(self, needle: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            if needle in text:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in server log:\n{self.log_text()}")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+# --- a raw client, for faults no real peer produces --------------------------------------
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError(f"EOF after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def raw_go(port: int, name: str, structured: bool = False, timeout: float = 5.0):
+    """Connect, negotiate with NBD_OPT_GO, return (socket, size, flags)."""
+    from nbd import codec as c
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    assert recv_exact(s, 18)[:16] == b"NBDMAGICIHAVEOPT"
+    s.sendall(struct.pack(">I", c.FLAG_C_FIXED_NEWSTYLE | c.FLAG_C_NO_ZEROES))
+    if structured:
+        s.sendall(c.option_request(c.OPT_STRUCTURED_REPLY))
+        assert read_option_reply(s)[1] == c.REP_ACK
+    raw = name.encode()
+    s.sendall(c.option_request(c.OPT_GO, struct.pack(">I", len(raw)) + raw + b"\0\0"))
+    size = flags = None
+    while True:
+        _, typ, data = read_option_reply(s)
+        if typ == c.REP_INFO and struct.unpack(">H", data[:2])[0] == c.INFO_EXPORT:
+            size, flags = struct.unpack(">QH", data[2:])
+        elif typ == c.REP_ACK:
+            return s, size, flags
+        elif typ != c.REP_INFO:
+            raise RuntimeError(f"GO refused: 0x{typ:x} {data!r}")
+
+
+def read_option_reply(s: socket.socket):
+    from nbd import codec as c
+    magic, opt, typ, n = c.OPTION_REPLY_HEADER.unpack(recv_exact(s, 20))
+    assert magic == c.OPTION_REPLY_MAGIC
+    return opt, typ, recv_exact(s, n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("directory")
+    ap.add_argument("--max-connections", type=int, default=512)
+    ap.add_argument("--max-per-client", type=int, default=64)
+    ap.add_argument("--handshake-timeout", type=float, default=10.0)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--quiet", action="store_true", help="warnings only (benchmark)")
+    args = ap.parse_args()
+
+    from twisted.internet import reactor
+    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
+                                globalLogBeginner, textFileLogObserver)
+
+    from bootserverd.config import Listen, NbdConfig
+    from services.nbd import NBDService
+
+    level = LogLevel.warn if args.quiet else LogLevel.info
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
+        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])],
+        redirectStandardIO=False)
+    config = NbdConfig(listen=Listen("127.0.0.1", args.port),
+                       max_connections=args.max_connections,
+                       max_connections_per_client=args.max_per_client,
+                       handshake_timeout=args.handshake_timeout)
+    service = NBDService(config, DirImages(args.directory), reactor=reactor)
+    service.startService()
+    print(f"PORT {service.address[1]}", flush=True)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Faults a real client cannot produce on demand, by a raw UDP peer against the real server:
+wrong TIDs, duplicate RRQs/ACKs, loss, malformed packets, limits."""
+import os
+
+import pytest
+
+from tftp import codec
+from tftp.codec import Ack, Data, Error, OAck
+from tftp_support import RawClient, Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tftpfault") / "root"
+    root.mkdir()
+    (root / "f.bin").write_bytes(os.urandom(512 * 4 + 100))
+    (root / "t.txt").write_bytes(b"a\nb\rc")
+    s = Server(root, "--timeout", "0.3", "--retries", "2", "--max-per-client", "3",
+               "--max-blksize", "1468")
+    yield s
+    s.stop()
+
+
+def close_all(server, clients):
+    """Close the transfers the test left open and wait until the server has, so the next
+    test starts under the per-client limit."""
+    before = server.log().count(RawClient.CLOSED)
+    n = sum(c.close() for c in clients)
+    # A transfer that already ended (timeout, error) does not log CLOSED again; the wait
+    # then merely times out short, so bound it tightly.
+    try:
+        server.wait_count(RawClient.CLOSED, before + n, timeout=1.0)
+    except AssertionError:
+        pass
+
+
+@pytest.fixture
+def client(server):
+    c = RawClient(server.port)
+    yield c
+    close_all(server, [c])
+
+
+def test_plain_transfer_by_hand(server, client):
+    data = (server.root / "f.bin").read_bytes()
+    client.rrq("f.bin")
+    got, n = b"", 0
+    while True:
+        p, tid = client.recv()
+        n += 1
+        assert isinstance(p, Data) and p.block == n
+        got += p.payload
+        client.send(codec.encode(Ack(n)), tid)
+        if len(p.payload) < 512:
+            break
+    assert got == data
+
+
+def test_retransmitted_rrq_does_not_start_a_second_transfer(client):
+    client.rrq("f.bin")
+    client.rrq("f.bin")
+    got = client.recv_all(0.2)   # shorter than the 0.3 s retransmission timeout
+    assert [p for p, _ in got] == [Data(1, (got[0][0]).payload)]
+
+
+def test_duplicate_ack_does_not_cause_a_duplicate_send(client):
+    client.rrq("f.bin")
+    p, tid = client.recv()
+    assert p.block == 1
+    client.send(codec.encode(Ack(1)), tid)
+    client.send(codec.encode(Ack(1)), tid)
+    client.send(codec.encode(Ack(1)), tid)
+    got = client.recv_all(0.2)
+    assert [(q.block, a) for q, a in got] == [(2, tid)]
+
+
+def test_wrong_port_gets_error_5_and_the_transfer_carries_on(server, client):
+    client.rrq("f.bin")
+    p, tid = client.recv()
+    intruder = RawClient(server.port)
+    try:
+        intruder.send(codec.encode(Ack(1)), tid)
+        q, a = intruder.recv()
+        assert isinstance(q, Error) and q.code == codec.E_UNKNOWN_TID and a == tid
+    finally:
+        intruder.close()
+    client.send(codec.encode(Ack(1)), tid)
+    q, a = client.recv()
+    assert q.block == 2 and a == tid
+
+
+def test_lost_data_is_resent_with_backoff_then_abandoned_and_logged(server, client):
+    client.rrq("t.txt", blksize=512)
+    oack, tid = client.recv()
+    assert oack == OAck((("blksize", "512"),))
+    client.send(codec.encode(Ack(0)), tid)
+    got = client.recv_all(0.3 + 0.6 + 1.2 + 0.5)     # first send + 2 retries, then silence
+    assert [(p.block, a) for p, a in got] == [(1, tid)] * 3
+    server.wait_log("'t.txt' (octet): 0 bytes")
+    line = [l for l in server.log().splitlines() if "'t.txt' (octet): 0 bytes" in l][-1]
+    assert "retransmissions=2: timeout waiting for the final ACK" in line
+
+
+def test_lost_oack_is_resent(client):
+    client.rrq("f.bin", tsize=0)
+    first, tid = client.recv()
+    again, tid2 = client.recv(1.0)
+    assert first == again == OAck((("tsize", str(512 * 4 + 100)),)) and tid == tid2
+    client.send(codec.encode(Error(0, "bye")), tid)
+
+
+def test_netascii_on_the_wire(client):
+    client.rrq("t.txt", mode="netascii")
+    p, tid = client.recv()
+    assert p == Data(1, b"a\r\nb\r\0c")
+    client.send(codec.encode(Ack(1)), tid)
+
+
+def test_option_refused_is_error_8(client):
+    client.rrq("f.bin", blksize="huge")
+    p, _ = client.recv()
+    assert isinstance(p, Error) and p.code == codec.E_OPTION
+
+
+def test_oack_only_grants_what_is_allowed(client):
+    client.rrq("f.bin", blksize=9000, windowsize=500, frobnicate=1, timeout=2)
+    p, tid = client.recv()
+    assert p == OAck((("blksize", "1468"), ("windowsize", "64"), ("timeout", "2")))
+    client.send(codec.encode(Ack(0)), tid)
+    got = client.recv_all(0.2)          # the whole file is one window of 2 blocks
+    assert [(p.block, len(p.payload)) for p, _ in got] == [(1, 1468), (2, 512 * 4 + 100 - 1468)]
+    client.send(codec.encode(Ack(2)), tid)
+
+
+@pytest.mark.parametrize("raw", [b"\x00", b"\x00\x09junk", b"\x00\x01name-without-nul",
+                                 b"\x00\x01f.bin\x00octet\x00blksize\x00"])
+def test_malformed_gets_error_4(client, raw):
+    client.send(raw)
+    p, _ = client.recv()
+    assert isinstance(p, Error) and p.code == codec.E_ILLEGAL
+
+
+def test_unknown_mode_and_stray_packets(client):
+    client.rrq("f.bin", mode="mail")
+    p, _ = client.recv()
+    assert p.code == codec.E_ILLEGAL
+    client.send(codec.encode(Ack(3)))                  # ACK to the listening port
+    p, _ = client.recv()
+    assert p.code == codec.E_UNKNOWN_TID
+    client.send(codec.encode(Error(0, "x")))           # errors are never answered
+    assert client.recv(0.3) == (None, None)
+
+
+def test_wrq_is_refused(server, client):
+    client.send(b"\x00\x02new.bin\x00octet\x00")
+    p, _ = client.recv()
+    assert p == Error(codec.E_ACCESS, "read-only server")
+    assert not (server.root / "new.bin").exists()
+
+
+def test_per_client_limit(server):
+    clients = [RawClient(server.port) for _ in range(4)]
+    try:
+        for c in clients:
+            c.rrq("f.bin")
+        replies = [c.recv()[0] for c in clients]
+        assert [type(r) for r in replies[:3]] == [Data] * 3
+        assert isinstance(replies[3], Error) and "too many" in replies[3].message
+    finally:
+        close_all(server, clients)
+
+
+def test_client_error_ends_the_transfer(server, client):
+    client.rrq("f.bin", blksize=700)
+    p, tid = client.recv()
+    client.send(codec.encode(Error(0, "changed my mind")), tid)
+    assert client.recv_all(0.5) == []
+    server.wait_log("client aborted: error 0 'changed my mind'")

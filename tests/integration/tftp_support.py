@@ -1,0 +1,204 @@
+"""Helpers for the TFTP integration tests and benchmark.
+
+Run as a script it starts a bootserverd TFTP service over a directory (on a free loopback
+port) and prints "PORT <n>" once listening; transfer log lines go to stderr:
+
+    python tests/integration/tftp_support.py --root DIR [--max-blksize N] [--inventory JSON]
+
+Files come from the real bootserverd.bootfiles.BootFiles (confinement, virtual configs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
+
+
+def make_boot_files(root: Path, inventory: dict, state_dir: Path):
+    """The real bootserverd.bootfiles.BootFiles over `root`, with a model built from
+    {"devices": [Device kwargs...], "images": {name: {"kernel": path, "initrd": path}},
+     "default_image": name}."""
+    from ipaddress import IPv4Address
+    from types import SimpleNamespace
+
+    from bootserverd.bootfiles import BootFiles
+    from bootserverd.config import Config, ServerConfig
+    from bootserverd.model import Defaults, Device, Directory, Inventory, Model
+    from bootserverd.resolver import BootResolver
+
+    devices = tuple(Device(**d) for d in inventory.get("devices", ()))
+    images = {name: SimpleNamespace(kernel=Path(i["kernel"]), initrd=Path(i["initrd"]))
+              for name, i in inventory.get("images", {}).items()}
+    directory = Directory(devices, {}, Defaults(image=inventory.get("default_image")))
+    model = Model(Inventory(directory, images, None))
+    config = Config(server=ServerConfig(address=IPv4Address("127.0.0.1"), state_dir=state_dir))
+    return BootFiles(Path(root), BootResolver(config, model), model)
+
+
+class Server:
+    """The TFTP service in a child process (so real client programs and the reactor run
+    concurrently without sharing our GIL)."""
+
+    def __init__(self, root: Path, *args: str, inventory: dict | None = None) -> None:
+        self.root = Path(root)
+        cmd = [PYTHON, str(Path(__file__)), "--root", str(root),
+               "--inventory", json.dumps(inventory or {}), *args]
+        self.log_path = self.root.parent / f"tftpd-{os.getpid()}-{id(self)}.log"
+        self._log = open(self.log_path, "w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log,
+                                     cwd=REPO, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"TFTP server failed to start: {line!r} {self.log()}")
+        self.port = int(line.split()[1])
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def wait_log(self, needle: str, timeout: float = 5.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            text = self.log()
+            if needle in text:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in server log:\n{self.log()}")
+
+    def wait_count(self, needle: str, n: int, timeout: float = 5.0) -> None:
+        end = time.monotonic() + timeout
+        while self.log().count(needle) < n:
+            if time.monotonic() > end:
+                raise AssertionError(f"fewer than {n} x {needle!r} in log:\n{self.log()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True, type=Path)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--max-blksize", type=int, default=1468)
+    ap.add_argument("--max-windowsize", type=int, default=64)
+    ap.add_argument("--max-transfers", type=int, default=256)
+    ap.add_argument("--max-per-client", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--retries", type=int, default=5)
+    ap.add_argument("--inventory", default="{}", help="JSON, see make_boot_files")
+    ap.add_argument("--quiet", action="store_true", help="no per-transfer log lines")
+    ap.add_argument("--profile", type=Path, help="write cProfile stats here at exit")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+
+    from bootserverd.config import Listen, TftpConfig
+    cfg = TftpConfig(listen=Listen(a.host, a.port), root=a.root, max_blksize=a.max_blksize,
+                     max_windowsize=a.max_windowsize, max_transfers=a.max_transfers,
+                     max_transfers_per_client=a.max_per_client, timeout=a.timeout,
+                     retries=a.retries)
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver, LogLevel, \
+        FilteringLogObserver, LogLevelFilterPredicate
+    from services.tftp import TFTPService
+
+    level = LogLevel.warn if a.quiet else LogLevel.info
+    obs = FilteringLogObserver(textFileLogObserver(sys.stderr),
+                               [LogLevelFilterPredicate(defaultLogLevel=level)])
+    globalLogBeginner.beginLoggingTo([obs], redirectStandardIO=False)
+    import tempfile
+    state = Path(tempfile.mkdtemp(prefix="tftp-state-"))
+    boot_files = make_boot_files(a.root, json.loads(a.inventory), state)
+    svc = TFTPService(cfg, boot_files, reactor=reactor)
+    svc.startService()
+    print(f"PORT {svc.port.getHost().port}", flush=True)
+    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
+    reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, state, True)
+    if a.profile:
+        import cProfile
+        cProfile.runctx("reactor.run()", globals(), {"reactor": reactor}, str(a.profile))
+    else:
+        reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# ---- raw-socket peer for faults a real client cannot produce on demand -------------------
+class RawClient:
+    """A UDP socket speaking TFTP by hand (bounded waits only)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.server = (host, port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.tids: set = set()
+
+    def send(self, data: bytes, addr=None) -> None:
+        self.sock.sendto(data, addr or self.server)
+
+    def rrq(self, name, mode: str = "octet", **options) -> None:
+        raw = name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+        opts = b"".join(k.encode() + b"\0" + str(v).encode() + b"\0" for k, v in options.items())
+        self.send(b"\x00\x01" + raw + b"\0" + mode.encode() + b"\0" + opts)
+
+    def recv(self, timeout: float = 2.0):
+        """(packet, addr) or (None, None) after `timeout`."""
+        self.sock.settimeout(timeout)
+        try:
+            data, addr = self.sock.recvfrom(70000)
+        except socket.timeout:
+            return None, None
+        from tftp import codec
+        if addr != self.server:
+            self.tids.add(addr)
+        return codec.decode(data), addr
+
+    def recv_all(self, window: float) -> list:
+        """Everything that arrives within `window` seconds."""
+        out, end = [], time.monotonic() + window
+        while (left := end - time.monotonic()) > 0:
+            p, a = self.recv(left)
+            if p is None:
+                break
+            out.append((p, a))
+        return out
+
+    CLOSED = "client aborted: error 0 'closed'"   # what the server logs for close()
+
+    def close(self) -> int:
+        """End every transfer we saw (an ERROR from the client), so none lingers; returns
+        how many (wait for that many CLOSED log lines to know the server is clean)."""
+        for tid in self.tids:
+            self.sock.sendto(b"\x00\x05\x00\x00closed\x00", tid)
+        self.sock.close()
+        return len(self.tids)

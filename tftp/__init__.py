@@ -1,0 +1,1 @@
+"""TFTP server: pure codec and session machine, Twisted adapter in protocol.py."""
