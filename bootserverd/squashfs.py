@@ -1,9 +1,11 @@
 """Reading files out of a squashfs image without mounting it and without root.
 
-Uses squashfs-tools' ``unsquashfs -lls`` / ``-cat``: measured against PySquashfsImage it
-was 8× faster on an incompressible 20 MB initrd (17 ms vs 134 ms) and 2.5× on a compressible
-one, and it needs no package Debian lacks (docs/benchmarks.md). Blocking calls: run them
-off the reactor thread.
+Uses squashfs-tools' ``unsquashfs -lls`` / ``-cat`` in a subprocess. PySquashfsImage was
+measured too (tests/bench/squashfs_bench.py, docs/benchmarks.md): it extracts 1.2-2.5x faster
+(65 vs 81 ms for a 32 MiB initrd), but extraction happens once per image version, off the
+reactor, and is dwarfed by hashing the image; unsquashfs reads every compressor squashfs
+has, is a Debian package, and a corrupt image cannot hang or crash the daemon's process.
+Blocking calls: run them off the reactor thread.
 """
 
 from __future__ import annotations
