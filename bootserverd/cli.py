@@ -89,10 +89,23 @@ def run(config: configmod.Config) -> int:
         except Exception as exc:  # a port already in use, a missing interface, ...
             log.critical("cannot start: {err}", err=exc)
             status["code"] = 1
-            reactor.stop()
+            stop_once()
 
     def on_hup(signum, frame):
         reactor.callFromThread(app.reload)
+
+    def stop_once():
+        if reactor.running and not status.get("stopping"):
+            status["stopping"] = True
+            reactor.stop()
+
+    def on_term(signum, frame):
+        # Twisted's own handler raises ReactorNotRunning on a second SIGTERM/Ctrl-C.
+        reactor.callFromThread(stop_once)
+
+    def install_stop_handlers():
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
 
     def shutdown():
         stopping = app.stop()
@@ -101,6 +114,7 @@ def run(config: configmod.Config) -> int:
         return stopping
 
     signal.signal(signal.SIGHUP, on_hup)
+    reactor.callWhenRunning(install_stop_handlers)
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     reactor.run()

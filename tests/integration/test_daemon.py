@@ -93,3 +93,30 @@ def test_version():
     proc = subprocess.run([sys.executable, "-m", "bootserverd", "--version"], cwd=REPO,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout.startswith("bootserverd ")
+
+
+def test_repeated_sigterm_and_ctrl_c_stop_without_a_traceback(tmp_path):
+    config = write_config(tmp_path)
+    daemon = Daemon(config)
+    daemon.wait_for("bootserverd started")
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+        daemon.signal(signum)
+    assert daemon.proc.wait(timeout=5) == 0
+    daemon.wait_for("bootserverd stopped", timeout=2)
+    assert not [line for line in daemon.lines if "Traceback" in line or "critical" in line]
+
+
+def test_a_port_in_use_fails_the_start_with_a_clear_line(tmp_path):
+    import socket
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        port = blocker.getsockname()[1]
+        config = write_config(tmp_path, nbd={"enabled": True, "listen": f"127.0.0.1:{port}"})
+        daemon = Daemon(config)
+        line = daemon.wait_for("cannot start")
+        assert f"{port}" in line and "Address already in use" in line
+        assert daemon.proc.wait(timeout=5) == 1
+    finally:
+        blocker.close()
