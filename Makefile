@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := etc/bootserverd.demo.yaml
 
-.PHONY: run test deps-run deps-test check-config demo-image bench clean
+.PHONY: run test deps-run deps-test check-config demo-image bench deb clean
 
 deps-run:
 	@tools/install-deps deps/apt/base.txt
@@ -43,6 +43,10 @@ test: deps-test $(VENV)/.test
 
 bench: deps-test $(VENV)/.test
 	@for b in tests/bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+deb:
+	@tools/install-deps deps/apt/deb.txt
+	@tools/build-deb
 
 clean:
 	rm -rf .demo .pytest_cache build dist *.egg-info

@@ -112,11 +112,14 @@ class BootServer:
             if getattr(self.config, spec.section).enabled:
                 self._add(spec)
 
-    def start(self) -> defer.Deferred:
-        """Start everything; a listener that cannot bind fails the returned Deferred."""
+    def start(self, after_listen: Callable[[], None] | None = None) -> defer.Deferred:
+        """Start everything; a listener that cannot bind raises (the CLI exits 1).
+        ``after_listen`` runs once every socket is open, before any file is written."""
         self._build_services()
-        self.services.startService()  # CannotListenError propagates: the CLI exits 1
+        self.services.startService()
         self.started = True
+        if after_listen is not None:
+            after_listen()
         self.source.start(self._directory_changed)
         ready = self.images.start()
         listening = ", ".join(f"{s.name} {getattr(self.config, s.name).listen}" for s in self.services

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections import Counter
@@ -72,6 +73,8 @@ def run(config: configmod.Config) -> int:
 
     from bootserverd.app import BootServer
     from bootserverd.logsetup import start_logging
+    from bootserverd.privileges import drop_privileges
+    from bootserverd.sdnotify import notify
     from twisted.logger import Logger
 
     log = Logger(namespace="bootserverd")
@@ -83,13 +86,22 @@ def run(config: configmod.Config) -> int:
         return EXIT_CONFIG
     status = {"code": 0}
 
+    def drop():
+        allow_root = config.server.allow_root or os.environ.get("BOOTSERVERD_ALLOW_ROOT") == "1"
+        done = drop_privileges(config.server.user, config.server.group, allow_root,
+                               [config.server.state_dir])
+        if done:
+            log.info("{what}", what=done)
+
     def start():
         try:
-            app.start()
-        except Exception as exc:  # a port already in use, a missing interface, ...
+            app.start(after_listen=drop)
+        except Exception as exc:  # a port already in use, a missing interface, root refused, ...
             log.critical("cannot start: {err}", err=exc)
             status["code"] = 1
             stop_once()
+            return
+        notify("READY=1")
 
     def on_hup(signum, frame):
         reactor.callFromThread(app.reload)
@@ -108,6 +120,7 @@ def run(config: configmod.Config) -> int:
         signal.signal(signal.SIGINT, on_term)
 
     def shutdown():
+        notify("STOPPING=1")
         stopping = app.stop()
         stopping.addTimeout(4, reactor)   # SIGTERM must end us within 5 s
         stopping.addErrback(lambda f: log.warn("shutdown: {err}", err=f.getErrorMessage()))

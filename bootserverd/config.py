@@ -41,6 +41,12 @@ def parse_listen(value: Any, ctx: Context) -> Listen:
     return Listen(host, int(port_text))
 
 
+def _window(value: Any) -> str:
+    from bootserverd.diffs import parse_window
+    parse_window(str(value))               # raises ValueError with the reason
+    return str(value)
+
+
 def _listen(default: str) -> Any:
     host, port = default.rsplit(":", 1)
     return field(default=Listen(host, int(port)), metadata={"parse": parse_listen})
@@ -66,8 +72,9 @@ class ServerConfig:
     state_dir: Path = Path("/var/lib/bootserverd")
     log_format: str = field(default="text", metadata={"choices": ("text", "json")})
     log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warn", "error")})
-    user: str | None = None
+    user: str | None = None          # started as root: switch to this user once sockets are open
     group: str | None = None
+    allow_root: bool = False         # keep running as root (not recommended)
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,8 @@ class HttpConfig:
     diff_block_size: int = field(default=4096, metadata={"min": 256, "max": 1 << 20})
     diff_nice: int = field(default=10, metadata={"min": 0, "max": 19})
     diff_cache_max_bytes: int = field(default=50 << 30, metadata={"min": 1 << 20, "max": 1 << 50})
+    # "HH:MM-HH:MM" local time when diffs are built ahead of time (None: any time)
+    diff_prebuild_window: str | None = field(default=None, metadata={"parse": lambda v, ctx: _window(v)})
 
 
 @dataclass(frozen=True)

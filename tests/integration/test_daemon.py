@@ -5,9 +5,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import yaml
+from pathlib import Path
 
 from tests.support.config import write_config
 from tests.support.daemon import REPO, Daemon
@@ -120,3 +122,29 @@ def test_a_port_in_use_fails_the_start_with_a_clear_line(tmp_path):
         assert daemon.proc.wait(timeout=5) == 1
     finally:
         blocker.close()
+
+
+def test_root_is_refused_unless_allowed_and_dropped_to_the_configured_user(tmp_path):
+    import pwd
+    env_allow = os.environ.pop("BOOTSERVERD_ALLOW_ROOT")
+    try:
+        config = write_config(tmp_path)
+        refused = Daemon(config)
+        assert "refusing to run as root: set server.user" in refused.wait_for("cannot start")
+        assert refused.proc.wait(timeout=5) == 1
+        nobody = pwd.getpwnam("nobody")
+        tmp_path = Path(tempfile.mkdtemp(prefix="bootserverd-drop-"))   # pytest's tmp is root-only
+        tmp_path.chmod(0o755)
+        config = write_config(tmp_path, server={"address": "127.0.0.1", "state_dir": "../state",
+                                                "user": "nobody", "group": "nogroup"},
+                              tftp={"enabled": True})
+        with Daemon(config) as dropped:
+            assert "running as nobody:nogroup" in dropped.wait_for("running as")
+            dropped.wait_for("bootserverd started")
+            status = Path(f"/proc/{dropped.proc.pid}/status").read_text()
+            uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+            assert set(uids) == {str(nobody.pw_uid)}
+            assert (tmp_path / "state").stat().st_uid == nobody.pw_uid
+    finally:
+        os.environ["BOOTSERVERD_ALLOW_ROOT"] = env_allow
+        shutil.rmtree(tmp_path, ignore_errors=True)

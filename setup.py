@@ -1,0 +1,4 @@
+# For Debian's pybuild (distutils plugin); all metadata is in setup.cfg.
+from setuptools import setup
+
+setup()
