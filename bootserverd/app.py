@@ -19,10 +19,12 @@ from bootserverd import config as configmod
 from bootserverd.bootfiles import BootFiles
 from bootserverd.images import ImageStore
 from bootserverd.inventory import InventorySource, YamlInventorySource
+from bootserverd.metrics import Metrics
 from bootserverd.model import Directory, Inventory, Model, diff_devices
 from bootserverd.resolver import BootResolver
 
 log = Logger(namespace="bootserverd.app")
+BULK_CHANGE = 50     # more device changes than this in one delivery are summarised in one line
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ def _http(app: "BootServer") -> Service:
     from services.http import HTTPService
     return HTTPService(app.config.http, server=app.config.server, images=app.images,
                        boot_files=app.boot_files, model=app.model, resolver=app.resolver,
-                       state_dir=app.config.server.state_dir, reactor=app.reactor)
+                       state_dir=app.config.server.state_dir, reactor=app.reactor,
+                       metrics=app.metrics, extra_status=app.status_sections)
 
 
 def _dhcp(app: "BootServer") -> Service:
@@ -63,8 +66,9 @@ def make_source(config: configmod.Config, clock) -> InventorySource:
     inventory = config.inventory
     if inventory.source == "yaml":
         return YamlInventorySource(inventory.file, inventory.poll_interval, clock=clock)
-    from ldapsync.source import LdapInventorySource  # the directory issue provides it
-    return LdapInventorySource(inventory.ldap, config.server.state_dir, clock=clock)
+    from ldapsync.source import LdapInventorySource
+    return LdapInventorySource(inventory.ldap, config.server.state_dir, clock=clock,
+                               server_hostname=inventory.ldap.server_hostname)
 
 
 class BootServer:
@@ -81,6 +85,7 @@ class BootServer:
         self.images = self._make_image_store(config)
         self.resolver = BootResolver(config, self.model)
         self.boot_files = BootFiles(config.tftp.root, self.resolver, self.model)
+        self.metrics = Metrics()
         self.services = MultiService()
         self._running: dict[str, Service] = {}
         self.started = False
@@ -97,9 +102,13 @@ class BootServer:
 
     def _directory_changed(self, directory: Directory) -> None:
         added, changed, removed = diff_devices(self.model.inventory.devices, directory.devices)
+        many = len(added) + len(changed) + len(removed) > BULK_CHANGE
+        if many:   # a first load or a bulk import: one line, the details at debug
+            log.info("directory: {a} devices added, {c} changed, {r} removed",
+                     a=len(added), c=len(changed), r=len(removed))
         for verb, devices in (("added", added), ("changed", changed), ("removed", removed)):
             for device in devices:
-                log.info("device {device} {verb}", device=device.label(), verb=verb)
+                (log.debug if many else log.info)("device {device} {verb}", device=device.label(), verb=verb)
         if directory.defaults != self.model.inventory.defaults:
             log.info("organisation defaults changed: image {image}", image=directory.defaults.image)
         for name, school in directory.schools.items():
@@ -122,11 +131,27 @@ class BootServer:
             after_listen()
         self.source.start(self._directory_changed)
         ready = self.images.start()
-        listening = ", ".join(f"{s.name} {getattr(self.config, s.name).listen}" for s in self.services
-                              if hasattr(getattr(self.config, s.name), "listen"))
+        listening = ", ".join(f"{name} {self._where(name)}" for name in self._running)
         log.info("bootserverd started: {listening}; {n} devices known",
                  listening=listening or "no services", n=len(self.model.inventory.devices))
         return ready
+
+    def status_sections(self) -> dict:
+        """What /status shows beside the HTTP service's own figures."""
+        sections = {}
+        status = getattr(self.source, "status", None)
+        if status is not None:
+            sections["directory"] = status()
+        for name, service in self._running.items():
+            if name != "http" and hasattr(service, "status"):
+                sections[name] = service.status()
+        return sections
+
+    def _where(self, name: str) -> str:
+        section = getattr(self.config, name)
+        if name == "dhcp":
+            return f"{section.mode} on {','.join(section.interfaces)}"
+        return str(section.listen)
 
     def stop(self) -> defer.Deferred:
         self.source.stop()

@@ -21,14 +21,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bootserverd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the daemon in the foreground"),
-                       ("check-config", "validate the config and inventory and print a summary")):
+                       ("check-config", "validate the config and inventory and print a summary"),
+                       ("leases", "list the DHCP leases (MAC, IP, hostname, expiry)")):
+        # also: `bootserverd ldap-slave configure|status` (ldapsync/slave.py)
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", "-c", type=Path, default=configmod.DEFAULT_PATH,
                          help=f"config file (default {configmod.DEFAULT_PATH})")
+        if name == "leases":
+            sub.add_argument("--all", action="store_true", help="also released, declined and expired rows")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "ldap-slave":      # its own argument parser
+        from ldapsync.slave import main as ldap_slave
+        return ldap_slave(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = configmod.load(args.config)
@@ -37,7 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "check-config":
         return check_config(config)
+    if args.command == "leases":
+        return leases(config, args.all)
     return run(config)
+
+
+def leases(config: configmod.Config, all_rows: bool) -> int:
+    from bootserverd.leasedb import list_leases
+    rows = list_leases(config.server.state_dir / "leases", all_rows=all_rows)
+    print(f"{'MAC':17}  {'IP':15}  {'HOSTNAME':20}  EXPIRES (UTC)")
+    for mac, ip, hostname, expiry in rows:
+        print(f"{mac:17}  {ip!s:15}  {hostname or '-':20}  {expiry:%Y-%m-%d %H:%M:%S}")
+    return 0
 
 
 def check_config(config: configmod.Config) -> int:

@@ -148,6 +148,8 @@ class DhcpConfig:
     subnets: tuple[SubnetConfig, ...] = ()
     listen_port: int = field(default=67, metadata={"min": 1, "max": 65535})
     proxy_port: int = field(default=4011, metadata={"min": 1, "max": 65535})
+    unicast_offers: bool = False     # unicast to yiaddr via a neighbour entry (needs CAP_NET_ADMIN)
+    decline_hold: float = field(default=600.0, metadata={"min": 0.0, "max": 86400.0})
 
     def check(self, ctx: Context, key: str) -> None:
         if not self.enabled:
@@ -183,6 +185,7 @@ class LdapConfig:
     bind_dn: str | None = None
     password_file: Path | None = None
     profile: str = field(default="bootserverd", metadata={"choices": ("bootserverd", "puavo")})
+    server_hostname: str | None = None   # this boot server's name in the directory (default: hostname)
 
 
 @dataclass(frozen=True)

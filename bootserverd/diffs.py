@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 SUFFIX = ".rdiff"
-RETRY_AFTER = 5                 # seconds a client waits before asking again while building
+BUILD_RATE = 150e6              # bytes of target image per second a builder gets through (measured
+                                # ~190 MB/s on 2 cores, docs/benchmarks-http.md): sets Retry-After
 FAILED_BACKOFF = 300.0          # a pair whose build failed is not retried for this long
 
 
@@ -67,6 +68,30 @@ def split_pair(text: str, known: Callable[[str], bool]) -> tuple[str, str] | Non
         if known(source) and known(target):
             return source, target
     return candidates[0] if len(candidates) == 1 else None
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """'18:00-07:00' → (1080, 420) minutes of the day; the window may wrap midnight."""
+    try:
+        start, end = (part.strip() for part in text.split("-"))
+        minutes = []
+        for part in (start, end):
+            hours, minute = part.split(":")
+            if not (0 <= int(hours) <= 23 and 0 <= int(minute) <= 59):
+                raise ValueError
+            minutes.append(int(hours) * 60 + int(minute))
+    except ValueError:
+        raise ValueError(f"must be a time window like 18:00-07:00, not {text!r}") from None
+    return minutes[0], minutes[1]
+
+
+def in_window(window: tuple[int, int] | None, minute_of_day: int) -> bool:
+    if window is None:
+        return True
+    start, end = window
+    if start <= end:
+        return start <= minute_of_day < end
+    return minute_of_day >= start or minute_of_day < end
 
 
 def cache_name(source_sha: str, target_sha: str, block_size: int) -> str:
@@ -137,7 +162,8 @@ class DiffCache:
         if failed is not None and self.reactor.seconds() - failed[0] < FAILED_BACKOFF:
             return Refused(500, f"building the diff {source_name} → {target_name} failed: {failed[1]}")
         self.request(source, target)
-        return Building(RETRY_AFTER * (1 + len(self.queue) // max(self.workers, 1)))
+        one_build = max(1, round(target.size / BUILD_RATE))
+        return Building(one_build * (1 + len(self.queue) // max(self.workers, 1)))
 
     def _ready(self, key: str) -> Ready | None:
         path = self.directory / key
@@ -155,6 +181,9 @@ class DiffCache:
         key = cache_name(source.sha256, target.sha256, self.block_size)
         if key in self.running or any(k == key for k, _, _ in self.queue) or self._ready(key):
             return
+        failed = self.failed.get(key)
+        if failed is not None and self.reactor.seconds() - failed[0] < FAILED_BACKOFF:
+            return
         self.queue.append((key, source, target))
         self._next()
 
@@ -171,33 +200,20 @@ class DiffCache:
 
     # -- building --
     def _next(self) -> None:
-        from twisted.internet.protocol import ProcessProtocol
-        cache = self
-
         while self.queue and len(self.running) < self.workers:
             key, source, target = self.queue.pop(0)
-            started = self.reactor.seconds()
-
-            class Builder(ProcessProtocol):
-                def __init__(self):
-                    self.errors = b""
-
-                def errReceived(self, data):
-                    self.errors = (self.errors + data)[-2000:]
-
-                def processEnded(self, reason, key=key, source=source, target=target, started=started):
-                    code = getattr(reason.value, "exitCode", None)
-                    cache._ended(key, source, target, code, self.errors.decode(errors="replace").strip(),
-                                 cache.reactor.seconds() - started)
-
             args = [self.python, "-m", "bootserverd.diffs", "build", "--block-size", str(self.block_size),
                     "--nice", str(self.nice), str(source.path), str(target.path), str(self.directory / key),
                     "--from-name", source.name, "--to-name", target.name]
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+            package_root = str(Path(__file__).resolve().parents[1])
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
                                                                              os.environ.get("PYTHONPATH")])))
             self.log.info("diff {source} → {target}: building (block size {block})", source=source.name,
                           target=target.name, block=self.block_size)
-            self.running[key] = self.reactor.spawnProcess(Builder(), self.python, args, env=env)
+            started = self.reactor.seconds()
+            done = lambda code, errors, key=key, source=source, target=target, started=started: self._ended(
+                key, source, target, code, errors, self.reactor.seconds() - started)
+            self.running[key] = self.reactor.spawnProcess(_builder_protocol(done), self.python, args, env=env)
 
     def _ended(self, key: str, source, target, code, errors: str, seconds: float) -> None:
         self.running.pop(key, None)
@@ -261,6 +277,22 @@ class DiffCache:
         return gone
 
 
+def _builder_protocol(done: Callable[[int | None, str], None]):
+    """A ProcessProtocol that keeps the builder's last stderr lines and reports its exit."""
+    from twisted.internet.protocol import ProcessProtocol
+
+    class Builder(ProcessProtocol):
+        errors = b""
+
+        def errReceived(self, data: bytes) -> None:
+            self.errors = (self.errors + data)[-2000:]
+
+        def processEnded(self, reason) -> None:
+            done(getattr(reason.value, "exitCode", None), self.errors.decode(errors="replace").strip())
+
+    return Builder()
+
+
 # -- the builder process --------------------------------------------------------------------
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -286,7 +318,7 @@ def build(source: Path, target: Path, out: Path, block_size: int, meta: dict | N
                 digest.update(chunk)
             os.fsync(f.fileno())
         info = dict(meta or {}, sha256=digest.hexdigest(), size=delta.stat().st_size, block_size=block_size,
-                    seconds=round(time.monotonic() - started, 3))
+                    seconds=round(time.monotonic() - started, 3), nice=os.nice(0))
         sidecar = Path(tmp) / "meta.json"
         with open(sidecar, "w") as f:
             json.dump(info, f)

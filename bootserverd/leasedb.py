@@ -7,7 +7,8 @@ fsyncs once (the caller batches the ACKs of a reactor turn: group commit). `comp
 the live rows to a new file, fsyncs it and renames it over the journal atomically.
 
 Chosen over SQLite WAL by measurement (docs/benchmarks-dhcp.md): same durability per fsync,
-several times less CPU per lease and a faster cold start.
+20-30 % less CPU per lease (CPU that competes with the reactor for the GIL), a crash can only
+tear the last line, and a cold start of 50,000 leases well under a second either way.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ class Device:
     boot_mode: str | None = None
     enabled: bool = True
     school: str | None = None
+    kernel_version: str | None = None   # Puavo's puavoDeviceKernelVersion; informational
     next_image: str | None = None       # staged rollout: see Rollout and bootserverd/rollout.py
     rollout: Rollout | None = None
 
@@ -117,7 +118,7 @@ class Inventory:
     def device(self, mac: str) -> Device | None:
         return self._by_mac.get(mac)
 
-    def image_for(self, device: Device | None) -> str | None:
+    def assigned_image_for(self, device: Device | None) -> str | None:
         """Inheritance: device → school → boot server (config) → organisation default."""
         school = self.schools.get(device.school) if device and device.school else None
         for candidate in (device and device.image, school and school.image,
@@ -125,6 +126,11 @@ class Inventory:
             if candidate:
                 return candidate
         return None
+
+    def image_for(self, device: Device | None) -> str | None:
+        """The assigned image, or its next image where the staged rollout says so."""
+        from bootserverd.rollout import choose
+        return choose(self, device).image
 
     def boot_mode_for(self, device: Device | None) -> str:
         school = self.schools.get(device.school) if device and device.school else None

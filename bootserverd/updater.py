@@ -36,6 +36,7 @@ from pathlib import Path
 STATE_NAME = "bootserverd-images.json"
 CHUNK = 1 << 20
 EXIT_OK, EXIT_ERROR, EXIT_BAD_DATA, EXIT_NO_SPACE = 0, 1, 3, 4
+EXIT_UNAVAILABLE = 5           # the server cannot give this file now (HTTP error, still building)
 
 
 class UpdateError(Exception):
@@ -171,7 +172,7 @@ def download(url: str, part: Path, expected_etag: str | None, timeout: float, pr
                 have, old_etag = 0, None                  # stale partial file: start over
                 continue
             body = exc.read(500).decode(errors="replace").strip()
-            raise UpdateError(f"{url}: {exc.code} {body}") from None
+            raise UpdateError(f"{url}: {exc.code} {body}", EXIT_UNAVAILABLE) from None
         except (urllib.error.URLError, OSError) as exc:
             raise UpdateError(f"{url}: {exc}") from None
         break
@@ -181,6 +182,7 @@ def download(url: str, part: Path, expected_etag: str | None, timeout: float, pr
             content_range = response.headers.get("Content-Range", "")
             start, total = _content_range(content_range)
             if etag != old_etag or start != have:
+                _discard(part)                            # never append to bytes of another file
                 raise UpdateError(f"{url}: resume refused: server sent {content_range!r} ETag {etag} "
                                   f"for a file of {have} bytes with ETag {old_etag}", EXIT_BAD_DATA)
             mode = "ab"
@@ -257,37 +259,26 @@ def update(args, directory: Path, state: State) -> int:
     if diff and (diff.get("from") != state.current or not source.exists()):
         diff = None
     new_tmp = directory / f".{name}.img.new"
-    # space: the new image, plus the delta (bounded by the image's size) when patching
-    need = size + (size if diff else 0) + int(args.reserve * (1 << 20))
-    leftovers = sum(p.stat().st_size for p in directory.glob(".*") if p.is_file() and name in p.name)
-    if free_bytes(directory) + leftovers < need:
-        raise UpdateError(f"not enough space in {directory}: {name} needs {need >> 20} MiB, "
-                          f"{(free_bytes(directory) + leftovers) >> 20} MiB free; nothing was changed",
-                          EXIT_NO_SPACE)
-    url = urllib.parse.urljoin(args.server, diff["url"] if diff else info["url"])
+    check_space(directory, name, size + (size if diff else 0) + int(args.reserve * (1 << 20)))
+    cleanup: list[Path] = []
     try:
         if diff:
             delta = directory / f".{state.current}--{name}.rdiff.part"
-            print(f"updating {state.current} → {name} with a diff")
-            etag = download(url, delta, None, args.timeout, not args.quiet, args.wait)
-            check_etag_digest(delta, etag)
-            new_tmp.unlink(missing_ok=True)
-            patch = subprocess.run(["rdiff", "patch", str(source), str(delta), str(new_tmp)],
-                                   capture_output=True, text=True)
-            if patch.returncode != 0:
-                _discard(delta, new_tmp)
-                if "No space" in patch.stderr:
-                    raise UpdateError(f"disk full while patching into {directory}; nothing was changed",
-                                      EXIT_NO_SPACE)
-                raise UpdateError(f"diff rejected: rdiff patch failed ({patch.stderr.strip()[-200:]}); "
-                                  f"{state.current} is unchanged", EXIT_BAD_DATA)
-            cleanup = [delta]
-        else:
+            try:
+                via_diff(urllib.parse.urljoin(args.server, diff["url"]), source, delta, new_tmp, args)
+                cleanup = [delta]
+            except UpdateError as exc:
+                if exc.code != EXIT_UNAVAILABLE:
+                    raise
+                print(f"no diff to be had ({exc}); downloading the whole image", file=sys.stderr)
+                _discard(delta)
+                diff = None
+        if not diff:
             print(f"downloading {name} ({size / 1e6:.1f} MB)")
             part = directory / f".{name}.img.part"
-            download(url, part, f'"{sha}"', args.timeout, not args.quiet, args.wait)
+            download(urllib.parse.urljoin(args.server, info["url"]), part, f'"{sha}"', args.timeout,
+                     not args.quiet, args.wait)
             os.replace(part, new_tmp)
-            cleanup = []
         got = sha256_file(new_tmp)
         if got != sha:
             _discard(new_tmp, *cleanup)
@@ -317,6 +308,30 @@ def update(args, directory: Path, state: State) -> int:
     print(f"{name} installed" + (f"; {state.current} kept as backup; on trial until --mark-good"
                                  if new_state.trial else ""))
     return EXIT_OK
+
+
+def check_space(directory: Path, name: str, need: int) -> None:
+    """Refuse before writing anything; our own leftovers (partial downloads) count as free."""
+    leftovers = sum(p.stat().st_size for p in directory.glob(".*") if p.is_file() and name in p.name)
+    have = free_bytes(directory) + leftovers
+    if have < need:
+        raise UpdateError(f"not enough space in {directory}: {name} needs {need >> 20} MiB, "
+                          f"{have >> 20} MiB free; nothing was changed", EXIT_NO_SPACE)
+
+
+def via_diff(url: str, source: Path, delta: Path, new_tmp: Path, args) -> None:
+    """Download the delta (checked against its ETag digest) and patch ``source`` into ``new_tmp``."""
+    print(f"updating {source.stem} → {new_tmp.name[1:-len('.img.new')]} with a diff")
+    etag = download(url, delta, None, args.timeout, not args.quiet, args.wait)
+    check_etag_digest(delta, etag)
+    new_tmp.unlink(missing_ok=True)
+    patch = subprocess.run(["rdiff", "patch", str(source), str(delta), str(new_tmp)], capture_output=True, text=True)
+    if patch.returncode != 0:
+        _discard(delta, new_tmp)
+        if "No space" in patch.stderr:
+            raise UpdateError(f"disk full while patching into {new_tmp.parent}; nothing was changed", EXIT_NO_SPACE)
+        raise UpdateError(f"diff rejected: rdiff patch failed ({patch.stderr.strip()[-200:]}); "
+                          f"{source.stem} is unchanged (--full downloads the whole image)", EXIT_BAD_DATA)
 
 
 def _discard(*paths: Path) -> None:

@@ -94,6 +94,10 @@ def _walk(area: bytes, found: dict[int, bytearray], where: str) -> None:
     # A missing END is tolerated: several PXE ROMs omit it.
 
 
+def _addr(raw: bytes) -> IPv4Address:
+    return ZERO if raw == b"\0\0\0\0" else IPv4Address(raw)  # most are zero: skip the parse
+
+
 def decode(data: bytes) -> Message:
     if len(data) < HEADER.size:
         raise ProtocolError(f"packet of {len(data)} bytes is shorter than a BOOTP header")
@@ -118,14 +122,13 @@ def decode(data: bytes) -> Message:
                 sname = b""
     return Message(
         op=op, xid=xid, chaddr=chaddr[:hlen], htype=htype, hops=hops, secs=secs, flags=flags,
-        ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr), siaddr=IPv4Address(siaddr),
-        giaddr=IPv4Address(giaddr), sname=sname.split(b"\0", 1)[0], file=file.split(b"\0", 1)[0],
+        ciaddr=_addr(ciaddr), yiaddr=_addr(yiaddr), siaddr=_addr(siaddr), giaddr=_addr(giaddr), sname=sname.split(b"\0", 1)[0], file=file.split(b"\0", 1)[0],
         options=tuple((code, bytes(value)) for code, value in found.items()))
 
 
 def _encode_option(code: int, value: bytes) -> bytes:
-    if not value:
-        return bytes((code, 0))
+    if len(value) <= 255:
+        return bytes((code, len(value))) + value
     # RFC 3396: a long value is split into several instances of the same option.
     return b"".join(bytes((code, len(value[i:i + 255]))) + value[i:i + 255]
                     for i in range(0, len(value), 255))

@@ -8,6 +8,7 @@ resolver and the reservation lookup; it must make `outcome.changes` durable befo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Callable
 
@@ -57,7 +58,7 @@ class Outcome:
     reply: Reply | None = None
     changes: tuple[Lease, ...] = ()    # lease rows to make durable before sending the reply
     event: str | None = None           # one info-level log line (ACK/NAK/DECLINE/RELEASE)
-    debug: str | None = None           # per-packet detail
+    debug: str | Callable[[], str] | None = None  # per-packet detail (callable: built lazily)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,24 @@ class Subnet:
     domain: str | None = None
     ntp: tuple[IPv4Address, ...] = ()
     lease_time: int = 3600
+
+    @property
+    def static_options(self) -> dict[int, bytes]:
+        """The subnet's own options, encoded once (replies are built per packet)."""
+        cached = self.__dict__.get("_static")
+        if cached is None:
+            cached = {O.SUBNET_MASK: self.network.netmask.packed,
+                      O.BROADCAST: self.network.broadcast_address.packed}
+            if self.router is not None:
+                cached[O.ROUTER] = self.router.packed
+            if self.dns:
+                cached[O.DNS] = O.ips(self.dns)
+            if self.domain:
+                cached[O.DOMAIN] = O.text(self.domain)
+            if self.ntp:
+                cached[O.NTP] = O.ips(self.ntp)
+            object.__setattr__(self, "_static", cached)
+        return cached
 
     @classmethod
     def from_config(cls, c: Any) -> "Subnet":
@@ -155,9 +174,9 @@ class Machine:
         iface = arrival.interface
         ifname = iface.name if iface else "?"
         if msg.giaddr != ZERO:
-            where = f"via relay {msg.giaddr}"
+            where = _Where("via relay", msg.giaddr)
             return self._subnet_of(msg.giaddr), self._server_id(arrival, None), where
-        where = f"on {ifname}"
+        where = _Where("on", ifname)
         candidates = arrival.addresses or ((iface,) if iface else ())
         if msg.ciaddr != ZERO:
             subnet = self._subnet_of(msg.ciaddr)
@@ -220,10 +239,8 @@ class Machine:
                 return Outcome(event=f"no free address in {subnet.network} for {info.mac} {where}")
         hostname = plan.hostname if plan is not None else None
         self.leases.offer(ip, info.key, info.mac, hostname, now + OFFER_HOLD, now)
-        if plan is not None and plan.reserved_ip is None and fixed is None:
-            plan = self._plan(info, ip)
         reply = self._reply(msg, O.OFFER, arrival, subnet, server_id, info, plan, ip)
-        return Outcome(reply=reply, debug=f"OFFER {ip} to {info.mac} {where}")
+        return Outcome(reply=reply, debug=lambda: f"OFFER {ip} to {info.mac} {where}")
 
     def _request(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
         info = client_info(msg)
@@ -359,7 +376,7 @@ class Machine:
                    (O.VENDOR_CLASS, b"PXEClient"),
                    # PXE discovery control 8: boot the file in this reply, no menu/discovery.
                    (O.VENDOR_SPECIFIC, O.encode_suboptions([(6, b"\x08")]) + b"\xff")]
-        next_server = IPv4Address(plan.next_server) if plan and plan.next_server else server_id
+        next_server = _address(plan.next_server) if plan and plan.next_server else server_id
         bootfile = (plan.bootfile if plan else "") or ""
         if bootfile:
             options.append((O.BOOTFILE, O.text(bootfile)))
@@ -382,33 +399,22 @@ class Machine:
 
     # -- building replies ----------------------------------------------------------------
     def _reply(self, msg, kind, arrival, subnet, server_id, info, plan, ip) -> Reply:
-        available: dict[int, bytes] = {}
-        mask = subnet.network.netmask
-        available[O.SUBNET_MASK] = O.ip(mask)
-        available[O.BROADCAST] = O.ip(subnet.network.broadcast_address)
-        if subnet.router is not None:
-            available[O.ROUTER] = O.ip(subnet.router)
-        if subnet.dns:
-            available[O.DNS] = O.ips(subnet.dns)
-        if subnet.domain:
-            available[O.DOMAIN] = O.text(subnet.domain)
-        if subnet.ntp:
-            available[O.NTP] = O.ips(subnet.ntp)
+        available = dict(subnet.static_options)
         hostname = plan.hostname if plan is not None else None
         if hostname:
             available[O.HOSTNAME] = O.text(hostname)
         bootfile = (plan.bootfile if plan is not None else "") or ""
-        next_server = IPv4Address(plan.next_server) if plan is not None and plan.next_server \
+        next_server = _address(plan.next_server) if plan is not None and plan.next_server \
             else server_id
         if bootfile:
             available[O.BOOTFILE] = O.text(bootfile)
-            available[O.TFTP_SERVER] = O.text(str(next_server))
-        if info.pxe:
-            available[O.VENDOR_CLASS] = b"PXEClient"
+            available[O.TFTP_SERVER] = _address_text(next_server)
+        # No option 60 "PXEClient" here: with it a PXE ROM may go on to boot-server
+        # discovery on :4011, which only proxy mode serves. file/66/67 suffice.
         if info.ipxe:
             # 175.176 = 1 (no-pxedhcp): iPXE need not wait for proxyDHCP offers.
             available[O.IPXE_ENCAP] = O.encode_suboptions([(176, b"\x01")])
-        head = [(O.MESSAGE_TYPE, O.u8(kind)), (O.SERVER_ID, O.ip(server_id))]
+        head = [(O.MESSAGE_TYPE, bytes((kind,))), (O.SERVER_ID, server_id.packed)]
         if ip is not None:
             t = subnet.lease_time
             head += [(O.LEASE_TIME, O.u32(t)), (O.RENEWAL_T1, O.u32(t // 2)),
@@ -420,8 +426,6 @@ class Machine:
         requested = msg.get(O.PARAM_REQUEST) or b""
         order = [c for c in dict.fromkeys(requested) if c in available]
         order += [c for c in ALWAYS if c in available and c not in order]
-        if info.pxe and O.VENDOR_CLASS not in order:
-            order.append(O.VENDOR_CLASS)
         if info.ipxe and O.IPXE_ENCAP not in order:
             order.append(O.IPXE_ENCAP)
         options = tuple(head) + tuple((c, available[c]) for c in order)
@@ -440,6 +444,29 @@ class Machine:
         else:
             dest, port, unicast = ip, CLIENT_PORT, True
         return Reply(reply, payload, dest, port, arrival.interface, unicast)
+
+
+class _Where:
+    """'on eth1' / 'via relay 10.9.0.1', formatted only when a log line needs it."""
+    __slots__ = ("how", "what")
+
+    def __init__(self, how, what):
+        self.how, self.what = how, what
+
+    def __str__(self) -> str:
+        return f"{self.how} {self.what}"
+
+    __format__ = lambda self, spec: format(str(self), spec)
+
+
+@lru_cache(maxsize=64)
+def _address(text: str) -> IPv4Address:
+    return IPv4Address(text)
+
+
+@lru_cache(maxsize=64)
+def _address_text(addr: IPv4Address) -> bytes:
+    return str(addr).encode()
 
 
 def _field(value: str, size: int) -> bytes:

@@ -46,7 +46,7 @@ TYPE_NAMES = {DISCOVER: "DISCOVER", OFFER: "OFFER", REQUEST: "REQUEST", DECLINE:
 
 
 def ip(addr: IPv4Address | str) -> bytes:
-    return IPv4Address(addr).packed
+    return addr.packed if isinstance(addr, IPv4Address) else IPv4Address(addr).packed
 
 
 def ips(addrs) -> bytes:

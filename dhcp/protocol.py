@@ -24,6 +24,7 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 PKTINFO = struct.Struct("=i4s4s")   # struct in_pktinfo: ifindex, spec_dst, addr
 READ_BATCH = 128                    # datagrams per doRead, bounded
 WARN_INTERVAL = 60.0                # malformed-packet warnings: one per client per minute
+_NEW_EXCHANGE = b"\x35\x01\x01"    # option 53 = DISCOVER (a heuristic: only orders work)
 
 log = Logger()
 
@@ -45,10 +46,11 @@ class GroupCommit:
     """Batches lease rows; one journal append + fsync per batch on a private thread.
     `then` callbacks run in the reactor once their rows are durable."""
 
-    def __init__(self, db, reactor, snapshot: Callable[[], list]):
+    def __init__(self, db, reactor, snapshot: Callable[[], list], size: Callable[[], int]):
         self.db = db
         self.reactor = reactor
         self.snapshot = snapshot          # live rows, for compaction
+        self.size = size                  # cheap row count, checked after every batch
         self.pending: list[tuple[tuple, Callable[[], None] | None]] = []
         self.busy = False
         self.pool = ThreadPool(1, 1, "dhcp-leasedb")
@@ -85,9 +87,8 @@ class GroupCommit:
                     then()
                 except Exception:
                     log.failure("sending a reply failed")
-        live = self.snapshot()
-        if self.db.needs_compaction(len(live)):
-            d = deferToThreadPool(self.reactor, self.pool, self.db.compact, live)
+        if self.db.needs_compaction(self.size()):
+            d = deferToThreadPool(self.reactor, self.pool, self.db.compact, self.snapshot())
             d.addCallbacks(lambda _: self._flush(), self._compact_failed)
         else:
             self._flush()
@@ -128,18 +129,26 @@ class DhcpPort:
         self.sock.close()
 
     def doRead(self):
+        later = []
         for _ in range(READ_BATCH):
             try:
                 data, ancdata, _, (src, sport) = self.sock.recvmsg(4096, 256)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as e:
                 log.warn("receive failed on port {p}: {e}", p=self.port, e=e)
-                return
+                break
             ifindex = 0
             for level, kind, value in ancdata:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= PKTINFO.size:
                     ifindex = PKTINFO.unpack_from(value)[0]
+            if _NEW_EXCHANGE in data:
+                # Under a backlog, finish exchanges already offered before starting new
+                # ones: a late ACK is wasted work, a late OFFER costs the client a retry.
+                later.append((data, src, sport, ifindex))
+            else:
+                self.handler.datagram(self, data, IPv4Address(src), sport, ifindex)
+        for data, src, sport, ifindex in later:
             self.handler.datagram(self, data, IPv4Address(src), sport, ifindex)
 
     def send(self, reply: Reply) -> None:
@@ -162,7 +171,8 @@ class DhcpHandler:
 
     def __init__(self, machine: Machine, commit: GroupCommit, interfaces,
                  clock: Callable[[], float] = time.time,
-                 on_lease: Callable | None = None, neighbour: Callable | None = None):
+                 on_lease: Callable | None = None, neighbour: Callable | None = None,
+                 debug: bool = False):
         self.machine = machine
         self.commit = commit
         self.interfaces = interfaces          # .addresses(ifindex) and .names
@@ -170,6 +180,7 @@ class DhcpHandler:
         self.on_lease = on_lease
         self.neighbour = neighbour            # (ifindex, ip, mac) → None; for unicast offers
         self._warned: dict[object, float] = {}
+        self.debug = debug  # per-packet lines cost CPU even when filtered out later
         self.counts = {"received": 0, "malformed": 0, "replies": 0}
 
     def datagram(self, port: DhcpPort, data: bytes, src: IPv4Address, sport: int,
@@ -195,8 +206,9 @@ class DhcpHandler:
         self._act(port, outcome)
 
     def _act(self, port: DhcpPort, outcome: Outcome) -> None:
-        if outcome.debug:
-            log.debug("{d}", d=outcome.debug)
+        if outcome.debug and self.debug:
+            text = outcome.debug() if callable(outcome.debug) else outcome.debug
+            log.debug("{d}", d=text)
         reply = outcome.reply
 
         def send():

@@ -67,9 +67,8 @@ class Negotiated:
 
 
 class Handshake:
-    def __init__(self, catalog: Catalog, tls: bool = False) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
-        self._tls = tls
         self._buf = bytearray()
         self._state = "greeting"       # greeting → flags → options → done
         self._skip = 0                  # bytes of an oversized option still to discard
@@ -187,6 +186,7 @@ class Handshake:
         err = self._no_data(option, data)
         if err:
             return err
+        # No TLS support (yet): the spec's answer for a server that does not offer it.
         return [self._reply(option, c.REP_ERR_POLICY, "TLS is not configured on this server")]
 
     def _structured(self, option: int, data: bytes) -> list:

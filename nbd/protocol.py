@@ -114,6 +114,7 @@ class NBDServerProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        unanswered = len(self.queue) + (self.pending is not None)
         self.queue.clear()
         self.closing = True
         why = self.reason
@@ -122,6 +123,8 @@ class NBDServerProtocol(Protocol):
                 why = "client closed the connection"
             else:
                 why = f"connection lost: {reason.getErrorMessage()}"
+            if unanswered:
+                why += f" mid-reply ({unanswered} replies unsent)"
         seconds = self.factory.clock.seconds() - self.started
         name = self.export.name if self.export else None
         if self.export is not None:

@@ -26,7 +26,7 @@ def _policy(config, server) -> Policy:
                   unknown_clients=config.unknown_clients,
                   subnets=tuple(Subnet.from_config(s) for s in config.subnets),
                   server_address=IPv4Address(str(address)) if address else None,
-                  unicast_offers=bool(getattr(config, "unicast_offers", False)))
+                  unicast_offers=config.unicast_offers, decline_hold=config.decline_hold)
 
 
 class DHCPService(Service):
@@ -80,12 +80,13 @@ class DHCPService(Service):
         self.machine = Machine(_policy(self.config, self.server), self.table,
                                self.resolver.resolve, self._reservation,
                                lambda ip: ip in self._reserved)
-        self.commit = GroupCommit(self.db, self.reactor, self._live_rows)
+        self.commit = GroupCommit(self.db, self.reactor, self._live_rows, lambda: len(self.table))
         self.commit.start()
         self.interfaces = Interfaces(tuple(self.config.interfaces), self.reactor)
         self.interfaces.start()
         self.handler = DhcpHandler(self.machine, self.commit, self.interfaces, self.clock,
-                                   self.on_lease, add_neighbour)
+                                   self.on_lease, add_neighbour,
+                                   debug=getattr(self.server, "log_level", "info") == "debug")
         ports = [self.config.listen_port]
         if self.config.mode == "proxy":
             ports.append(self.config.proxy_port)

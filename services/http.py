@@ -11,19 +11,29 @@ import time
 from pathlib import Path
 
 from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from bootserverd import __version__
+from bootserverd.diffs import DiffCache, in_window, parse_window
+from bootserverd.metrics import Metrics
+from bootserverd.rollout import release_of
+from services.http_devices import DeviceResource
+from services.http_diffs import DiffResource
 from services.http_files import BootFileResource, FileSender, ImageResource
+from services.http_metrics import MetricsResource
 from services.http_transfer import TransferRecord
 from services.http_util import send_error, send_json
 
 log = Logger(namespace="bootserverd.http")
+PREBUILD_INTERVAL = 600.0           # seconds between ahead-of-time checks (also on every model change)
 
 
 class _Site(Site):
+    noisy = False                     # no "Starting factory" lines
+
     def log(self, request) -> None:
         """Transfers log themselves (one line with bytes, time and rate); no access log."""
 
@@ -76,11 +86,11 @@ class Router(Resource):
             return svc.boot_resource.tftp(request, rest)
         if head == "status" and not rest:
             return send_json(request, svc.status())
-        if head == "diffs" and svc.diff_resource is not None:
+        if head == "diffs":
             return svc.diff_resource.render(request, rest)
-        if head == "v1" and rest[:1] == ["devices"] and svc.device_resource is not None:
+        if head == "v1" and rest[:1] == ["devices"]:
             return svc.device_resource.render(request, rest[1:])
-        if head == "metrics" and not rest and svc.metrics_resource is not None:
+        if head == "metrics" and not rest:
             return svc.metrics_resource.render(request)
         return send_error(request, 404, "no such resource")
 
@@ -89,7 +99,7 @@ class HTTPService(Service):
     name = "http"
 
     def __init__(self, config, *, server, images, boot_files, model, resolver, state_dir: Path,
-                 reactor=None, metrics=None):
+                 reactor=None, metrics=None, extra_status=None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -102,9 +112,9 @@ class HTTPService(Service):
         self.state_dir = Path(state_dir)
         self.reactor = reactor
         if metrics is None:                   # the app may share one registry between services
-            from bootserverd.metrics import Metrics
             metrics = Metrics()
         self.metrics = metrics
+        self.extra_status = extra_status      # () -> {section: dict}: directory, dhcp, ...
         self.started_at = time.time()
         self.port = None
         self.transfers = {"done": 0, "aborted": 0, "stalled": 0}
@@ -112,43 +122,38 @@ class HTTPService(Service):
         self.sender = FileSender(reactor, self._transfer_done, config.stall_timeout, config.sendfile)
         self.boot_resource = BootFileResource(boot_files, self.sender)
         self.image_resource = ImageResource(images, self.sender, self.release_state)
-        self.diff_resource = None
-        self.device_resource = None
-        from services.http_metrics import MetricsResource
         self.metrics_resource = MetricsResource(metrics)
-        self._optional_parts()
+        self.diffs = DiffCache(self.state_dir / "diffs", images, reactor, workers=config.diff_workers,
+                               block_size=config.diff_block_size, nice=config.diff_nice,
+                               max_bytes=config.diff_cache_max_bytes, metrics=metrics)
+        self.diff_resource = DiffResource(self.diffs, self.sender)
+        self.device_resource = DeviceResource(model, images, self.diffs, resolver.http_base,
+                                              self.state_dir / "device-reports.json", reactor)
+        self.diffs.demand = self.device_resource.demand     # eviction keeps what devices need
+        window = config.diff_prebuild_window
+        self._window = parse_window(window) if window else None
+        self._prebuild_loop = None
+        # a change in the directory or the image set may change what devices need: build ahead
+        model.subscribe(lambda old, new: self._prebuild())
         self._watch_gauges()
 
-    def _optional_parts(self) -> None:
-        """Diffs, device API and metrics: built here so the core serves even if one fails."""
-        try:
-            from bootserverd.diffs import DiffCache
-            from services.http_diffs import DiffResource
-        except ImportError:
+    def _prebuild(self) -> None:
+        """Queue the diffs reported devices need, inside the configured window (local time)."""
+        if not self.running:
             return
-        self.diffs = DiffCache(self.state_dir / "diffs", self.images, self.reactor,
-                               workers=self.config.diff_workers, block_size=self.config.diff_block_size,
-                               nice=self.config.diff_nice, max_bytes=self.config.diff_cache_max_bytes,
-                               metrics=self.metrics)
-        self.diff_resource = DiffResource(self.diffs, self.sender)
-        from services.http_devices import DeviceResource
-        self.device_resource = DeviceResource(self.model, self.images, self.diffs, self.resolver.http_base,
-                                              self.state_dir / "device-reports.json", self.reactor)
-        self.diffs.demand = self.device_resource.demand
-        # a change in the directory or the image set may change what devices need: build ahead
-        self.model.subscribe(lambda old, new: self.running and self.device_resource.prebuild())
+        now = time.localtime(self.reactor.seconds())
+        if in_window(self._window, now.tm_hour * 60 + now.tm_min):
+            self.device_resource.prebuild()
 
     def _watch_gauges(self) -> None:
         m = self.metrics
         m.watch(m.devices, lambda: len(self.model.inventory.devices))
         m.watch(m.images, lambda: len(self.images.published()))
-        if hasattr(self, "diffs"):
-            m.watch(m.diff_cache_bytes, self.diffs.total_bytes)
-            m.watch(m.diff_builds_running, lambda: len(self.diffs.running))
-            m.watch(m.diff_builds_queued, lambda: len(self.diffs.queue))
+        m.watch(m.diff_cache_bytes, self.diffs.total_bytes)
+        m.watch(m.diff_builds_running, lambda: len(self.diffs.running))
+        m.watch(m.diff_builds_queued, lambda: len(self.diffs.queue))
 
     def release_state(self, name: str) -> str:
-        from bootserverd.rollout import release_of
         return release_of(self.model.inventory.directory.releases, name)
 
     def _transfer_done(self, record: TransferRecord) -> None:
@@ -164,21 +169,24 @@ class HTTPService(Service):
                 "images": [image.summary() for image in self.images.published()],
                 "devices": len(inventory.devices),
                 "http": {"transfers": dict(self.transfers), "bytes_sent": self.bytes_sent},
-                "diffs": self.diffs.status() if hasattr(self, "diffs") else None}
+                "diffs": self.diffs.status(),
+                **(self.extra_status() if self.extra_status else {})}
 
     def startService(self) -> None:
         super().startService()
         listen = self.config.listen
         self.site = _Site(Router(self))
         self.port = self.reactor.listenTCP(listen.port, self.site, interface=listen.host)
-        if hasattr(self, "diffs"):
-            self.diffs.start()
-            self.device_resource.prebuild()
+        self.diffs.start()
+        self._prebuild_loop = LoopingCall(self._prebuild)
+        self._prebuild_loop.clock = self.reactor
+        self._prebuild_loop.start(PREBUILD_INTERVAL, now=True)
 
     def stopService(self):
         super().stopService()
-        if hasattr(self, "diffs"):
-            self.diffs.stop()
+        self.diffs.stop()
+        if self._prebuild_loop is not None and self._prebuild_loop.running:
+            self._prebuild_loop.stop()
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()

@@ -17,7 +17,7 @@ from bootserverd.bootfiles import BootFileError
 from bootserverd.model import SAFE_IMAGE_NAME
 from services.http_range import decide
 from services.http_transfer import FileBody, TransferRecord
-from services.http_util import client_ip, send_error
+from services.http_util import client_ip, send_error, send_json
 
 OCTETS = b"application/octet-stream"
 
@@ -68,9 +68,8 @@ class FileSender:
     def send(self, request, file, *, etag: str | None = None, content_type: bytes = OCTETS,
              cache: bytes | None = None):
         header = request.getHeader
-        decision = decide(request.method.decode("latin-1"), file.size, etag, header(b"range") and
-                          header(b"range").decode("latin-1"), _text(header(b"if-range")),
-                          _text(header(b"if-none-match")))
+        decision = decide(request.method.decode("latin-1"), file.size, etag, _text(header(b"range")),
+                          _text(header(b"if-range")), _text(header(b"if-none-match")))
         request.setHeader(b"Accept-Ranges", b"bytes")
         if etag is not None:
             request.setHeader(b"ETag", etag.encode())
@@ -147,7 +146,6 @@ class ImageResource:
                 for image in self.images.published()]
 
     def render(self, request, parts: list[str]):
-        from services.http_util import send_json
         if not parts or parts == [""]:
             return send_json(request, {"images": self.listing()})
         leaf = parts[0]

@@ -91,6 +91,21 @@ class NBDService(Service):
         log.info("NBD listening on {host}:{port}", host=listen.host,
                  port=self.port.getHost().port)
 
+    def reconfigure(self, config) -> None:
+        """SIGHUP: new limits apply to new connections; a new listen address is opened before
+        the old one closes. Connected clients keep their sessions either way."""
+        self.factory.handshake_timeout = config.handshake_timeout
+        self.factory.max_connections = config.max_connections
+        self.factory.max_per_client = config.max_connections_per_client
+        old_listen, self.config = self.config.listen, config
+        if config.listen != old_listen and self.port is not None:
+            old_port = self.port
+            self.port = self.reactor.listenTCP(config.listen.port, self.factory, backlog=128,
+                                               interface=config.listen.host)
+            old_port.stopListening()
+            log.info("NBD listening on {listen} instead of {old}", listen=str(config.listen),
+                     old=str(old_listen))
+
     def stopService(self):
         super().stopService()
         self.factory.close_all()

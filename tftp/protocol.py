@@ -6,11 +6,8 @@ All protocol decisions are in session.py; this module only moves bytes and keeps
 from __future__ import annotations
 
 import errno
-import os
-import queue
 import socket
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,6 +57,7 @@ class NetasciiFile:
     looks back at most one window). The size needs one chunked pass at open."""
 
     CHUNK = 1 << 16
+    MAX_SIZE = 16 << 20   # the size pass runs in the reactor: text files only, not images
 
     def __init__(self, f, lookback: int) -> None:
         self._f = f
@@ -105,7 +103,7 @@ class Transfer:
     short-lived and per-packet cost is what limits throughput, and udp.Port would add three
     unconditional log lines per transfer."""
 
-    RECV_BATCH = 64   # datagrams drained per wake-up, so one busy peer cannot starve others
+    READAHEAD = 64 * 1024   # bytes per pread: lock-step reads 44 blocks per syscall
 
     def __init__(self, server: "TFTPServerProtocol", key, peer, request: codec.Request,
                  file, session: ReadSession, sock: socket.socket) -> None:
@@ -113,8 +111,11 @@ class Transfer:
         self.request, self.file, self.session = request, file, session
         self.sock = sock
         self.clock = server.reactor
-        self.started = self.clock.seconds()
+        self._now = self.clock.seconds
+        self.started = self._now()
         self._timer = None
+        self._timer_at: float | None = None   # when self._timer fires, if pending
+        self._ra, self._ra_off = memoryview(b""), 0   # read-ahead buffer and its file offset
         self._closed = False
 
     # ---- IReadDescriptor ----
@@ -131,23 +132,20 @@ class Transfer:
             self._close(Finish(False, "connection lost"))
 
     def doRead(self) -> None:
-        recv = self.sock.recvfrom
-        for _ in range(self.RECV_BATCH):
-            if self._closed:
-                return
-            try:
-                data, addr = recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue   # e.g. a queued ICMP error; the next datagram may be fine
-            self._datagram(data, addr)
+        # One datagram per wake-up: the reactor polls level-triggered, so more queued data
+        # comes back next round, and a lock-step peer never has a second one (a drain loop
+        # would pay a failing recvfrom per packet).
+        try:
+            data, addr = self.sock.recvfrom(65536)
+        except OSError:
+            return   # EAGAIN, or a queued ICMP error
+        self._datagram(data, addr)
 
     # ---- events ----
     def begin(self) -> None:
         self.clock.addReader(self)
         try:
-            self._run(self.session.start(self.clock.seconds()))
+            self._run(self.session.start(self._now()))
         except Exception:
             self._crash()
 
@@ -161,23 +159,23 @@ class Transfer:
                 return
             block = codec.ack_block(data)
             if block is not None:
-                actions = self.session.on_ack(block, self.clock.seconds())
+                actions = self.session.on_ack(block, self._now())
             else:
                 try:
                     pkt = codec.decode(data)
                 except codec.ProtocolError as e:
                     log.debug("tftp {peer}: dropped malformed packet: {err}", peer=self.peer, err=e)
                     return
-                actions = self.session.on_packet(pkt, self.clock.seconds())
+                actions = self.session.on_packet(pkt, self._now())
             if actions:
                 self._run(actions)
         except Exception:
             self._crash()
 
     def _timeout(self) -> None:
-        self._timer = None
+        self._timer = self._timer_at = None
         try:
-            self._run(self.session.on_timeout(self.clock.seconds()))
+            self._run(self.session.on_timeout(self._now()))
         except Exception:
             self._crash()
 
@@ -208,34 +206,40 @@ class Transfer:
         bs = self.session.blksize
         offset = (first - 1) * bs
         want = min(self.session.size - offset, (last - first + 1) * bs)
-        data = self.file.read(offset, want)   # one pread per window
-        if len(data) != want:
-            raise _ShortRead(f"file changed during transfer: read {len(data)} of {want} bytes")
+        data = self._read(offset, want)
         send, peer, enc = self._sendto, self.peer, codec.encode_data
-        threads = self.server.send_threads
-        if threads is not None and len(self.server.transfers) >= self.server.offload_above:
-            mv = memoryview(data)
-            threads.submit(self.sock, [enc(n, mv[(n - first) * bs:(n - first + 1) * bs])
-                                       for n in range(first, last + 1)], peer)
-            return
         if first == last:
             send(enc(first, data), peer)
             return
-        mv = memoryview(data)
         pos = 0
         for n in range(first, last + 1):
-            send(enc(n, mv[pos:pos + bs]), peer)
+            send(enc(n, data[pos:pos + bs]), peer)
             pos += bs
+
+    def _read(self, offset: int, length: int) -> memoryview:
+        """File bytes through a read-ahead buffer of at least one window."""
+        start, buf = self._ra_off, self._ra
+        if start <= offset and offset + length <= start + len(buf):
+            return buf[offset - start:offset - start + length]
+        n = min(max(length, self.READAHEAD), self.session.size - offset)
+        buf = memoryview(self.file.read(offset, n))
+        if len(buf) != n:
+            raise _ShortRead(f"file changed during transfer: read {len(buf)} of {n} bytes")
+        self._ra, self._ra_off = buf, offset
+        return buf[:length]
 
     def _set_timer(self, deadline: float) -> None:
         # Lazy timer: ACKs push the deadline later on every packet; instead of moving the
         # DelayedCall each time, let it fire early and re-arm (session answers SetTimer).
-        delay = max(0.0, deadline - self.clock.seconds())
-        t = self._timer
-        if t is None or not t.active():
+        at = self._timer_at
+        if at is not None and deadline >= at:
+            return
+        delay = max(0.0, deadline - self._now())
+        if self._timer is None:
             self._timer = self.clock.callLater(delay, self._timeout)
-        elif deadline < t.getTime():
-            t.reset(delay)
+        else:
+            self._timer.reset(delay)
+        self._timer_at = deadline
 
     def _crash(self) -> None:
         err = sys.exc_info()[1]
@@ -267,7 +271,8 @@ class Transfer:
         self._closed = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        self._timer = None
+        self._timer = self._timer_at = None
+        self._ra = memoryview(b"")
         self.clock.removeReader(self)
         self.sock.close()
         try:
@@ -278,43 +283,6 @@ class Transfer:
 
 class _ShortRead(Exception):
     pass
-
-
-class SendThreads:
-    """Sender threads for busy times.
-
-    On loopback and LANs the kernel work of a UDP send (delivery, waking the receiver) is
-    charged to the sending thread and dominates our per-packet cost. Python releases the GIL
-    inside sendto, so with many transfers active, handing packets to a thread lets that
-    kernel work run on another core. With few transfers the hand-off latency would slow
-    lock-step clients, so the caller sends inline then."""
-
-    def __init__(self, count: int) -> None:
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._loop, name=f"tftp-send-{i}", daemon=True)
-                         for i in range(count)]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, sock, packets, peer) -> None:
-        self._q.put((sock, packets, peer))
-
-    def _loop(self) -> None:
-        get = self._q.get
-        while True:
-            item = get()
-            if item is None:
-                return
-            sock, packets, peer = item
-            try:
-                for p in packets:
-                    sock.sendto(p, peer)
-            except OSError:
-                pass   # full buffer, closed transfer: lost packets are retransmitted
-
-    def stop(self) -> None:
-        for _ in self._threads:
-            self._q.put(None)
 
 
 class TFTPServerProtocol(DatagramProtocol):
@@ -338,9 +306,6 @@ class TFTPServerProtocol(DatagramProtocol):
         self.transfers: dict = {}       # (client addr, RRQ bytes) -> Transfer
         self.per_client: dict[str, int] = {}
         self.refused_busy = 0
-        n = int(os.environ.get("TFTP_SEND_THREADS", "1"))
-        self.send_threads = SendThreads(n) if n else None
-        self.offload_above = int(os.environ.get("TFTP_OFFLOAD_ABOVE", "4"))
 
     # ---- the well-known port ----
     def datagramReceived(self, data: bytes, addr) -> None:
@@ -397,6 +362,11 @@ class TFTPServerProtocol(DatagramProtocol):
         try:
             policy = self.policy
             if req.mode == "netascii":
+                if f.size > NetasciiFile.MAX_SIZE:
+                    f.close()
+                    self._refuse(addr, req, codec.E_UNDEFINED,
+                                 "file too large for netascii mode, use octet")
+                    return
                 f = NetasciiFile(f, lookback=policy.max_windowsize * policy.max_blksize)
             session = ReadSession(req, f.size, policy)
             local = self.transport.getHost().host

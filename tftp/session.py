@@ -10,6 +10,13 @@ Sender rules that keep the server safe:
 - an ACK inside the sent window (a receiver saw a gap) resends from the block after it;
 - a timeout resends the window from the first unacknowledged block, the interval doubles,
   and after `policy.retries` retransmissions the transfer is abandoned.
+
+One refinement of RFC 7440's "resend from the ACKed block": an ACK that lands inside a
+burst we just *resent* is the receiver making progress through that burst on its own ACK
+cadence (atftp ACKs every block number divisible by the window size, not every window we
+send), so it only slides the window on with new blocks. Resending there would duplicate
+blocks already in flight, and with such receivers every later ACK would land mid-window
+again: measured at 8192/16 on loopback, half the packets were duplicates (0.2 MB/s).
 """
 from __future__ import annotations
 
@@ -129,6 +136,7 @@ class ReadSession:
         self.tries = 0          # retransmissions since the last progress
         self.retransmitted = 0  # packets (blocks or OACKs) sent more than once, in total
         self.deadline: float | None = None
+        self._resent = (1, 0)   # first/last block of the latest go-back burst (empty)
         self.state = _SENDING
         self.result: Finish | None = None
 
@@ -166,6 +174,15 @@ class ReadSession:
             self.interval = self.base_interval
             if n == self.nblocks:
                 return self._finish(True, "ok")
+            if n < self.sent:
+                lo, hi = self._resent
+                if lo <= n + 1 <= hi:     # progress through our resend: slide, no duplicates
+                    last = min(n + self.windowsize, self.nblocks)
+                    if last <= self.sent:
+                        return (self._arm(now),)
+                    first, self.sent = self.sent + 1, last
+                    return (SendBlocks(first, last), self._arm(now))
+                return self._send_window(now, goback=True)   # a gap at the receiver
             return self._send_window(now)
         if st == _WAIT_OACK:
             if block != 0:
@@ -203,16 +220,18 @@ class ReadSession:
         if self.state == _WAIT_OACK:
             self.retransmitted += 1
             return (SendPacket(self._oack), self._arm(now))
-        return self._send_window(now)
+        return self._send_window(now, goback=True)
 
     # ---- helpers ----
     def _arm(self, now: float) -> SetTimer:
         self.deadline = now + self.interval
         return SetTimer(self.deadline)
 
-    def _send_window(self, now: float) -> tuple:
+    def _send_window(self, now: float, goback: bool = False) -> tuple:
         first = self.acked + 1
         last = min(self.acked + self.windowsize, self.nblocks)
+        if goback:
+            self._resent = (first, last)
         if first <= self.sent:
             self.retransmitted += min(last, self.sent) - first + 1
         if last > self.sent:

@@ -129,7 +129,7 @@ def nbdcopy(srv, connections: int | None) -> float:
 def storm(client: Path, srv, image: Path, clients: int, per_client: int, seed: int) -> dict:
     r = subprocess.run([str(client), str(srv.port), srv.export, str(image), str(clients),
                         str(per_client), str(64 << 10), str(512 << 10), str(seed)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise RuntimeError(f"storm against {srv.label} failed: {r.stdout} {r.stderr}")
     return json.loads(r.stdout)

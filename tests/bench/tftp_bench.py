@@ -8,7 +8,7 @@ Scenarios (each file checked by sha256 after the timed part):
               it has no windowsize: the target compares against what it can do)
   32x10MiB    32 concurrent curl transfers of 10 MiB, blksize 1468
 
-Median of --reps runs. Measuring holds /tmp/bootserverd-bench.lock (the box is shared).
+Median of --reps runs, servers interleaved within each repetition. Measuring holds /tmp/bootserverd-bench.lock (the box is shared).
 tftpd-hpa comes from deps/apt/tftp.txt; atftpd conflicts with it as a package, so its .deb is
 fetched with `apt-get download` and unpacked with `dpkg-deb -x` into a private directory.
 
@@ -188,7 +188,7 @@ def machine() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", default="bootserverd,tftpd-hpa,atftpd")
     a = ap.parse_args()
     for tool in ("curl", "atftp", "dpkg-deb", "apt-get"):
@@ -213,21 +213,30 @@ def main() -> int:
         results: dict[str, dict[str, float]] = {}
         with open(LOCK, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            for cls in servers:
-                srv = cls(root)
-                try:
-                    for scen, (fname, mib, n, make) in SCENARIOS.items():
-                        outs = [outd / f"{cls.name}-{i}" for i in range(n)]
-                        times = [timed(make(srv.port, outs)) for _ in range(a.reps)]
-                        for o in outs:
-                            if sha(o) != want[fname]:
-                                raise RuntimeError(f"{cls.name} {scen}: sha256 mismatch")
-                            o.unlink()
-                        rate = mib * n * MiB / statistics.median(times) / 1e6
-                        results.setdefault(scen, {})[cls.name] = rate
-                        print(f"  {cls.name:12} {scen:15} {rate:8.1f} MB/s "
-                              f"(runs: {', '.join(f'{t:.2f}s' for t in times)})", flush=True)
-                finally:
+            running = []
+            try:
+                for cls in servers:
+                    running.append(cls(root))
+                # Interleave servers inside each repetition so load from other users of the
+                # machine hits all of them alike; report the median.
+                for scen, (fname, mib, n, make) in SCENARIOS.items():
+                    times: dict[str, list[float]] = {srv.name: [] for srv in running}
+                    for _ in range(a.reps):
+                        for srv in running:
+                            outs = [outd / f"{srv.name}-{i}" for i in range(n)]
+                            times[srv.name].append(timed(make(srv.port, outs)))
+                            for o in outs:
+                                if sha(o) != want[fname]:
+                                    raise RuntimeError(f"{srv.name} {scen}: sha256 mismatch")
+                                o.unlink()
+                    for srv in running:
+                        t = times[srv.name]
+                        rate = mib * n * MiB / statistics.median(t) / 1e6
+                        results.setdefault(scen, {})[srv.name] = rate
+                        print(f"  {srv.name:12} {scen:15} {rate:8.1f} MB/s "
+                              f"(runs: {', '.join(f'{x:.2f}s' for x in t)})", flush=True)
+            finally:
+                for srv in running:
                     srv.stop()
 
     names = [s.name for s in servers]

@@ -11,7 +11,7 @@ import time
 import yaml
 from pathlib import Path
 
-from tests.support.config import write_config
+from tests.support.config import free_port, write_config
 from tests.support.daemon import REPO, Daemon
 from tests.support.images import build_image
 
@@ -148,3 +148,53 @@ def test_root_is_refused_unless_allowed_and_dropped_to_the_configured_user(tmp_p
     finally:
         os.environ["BOOTSERVERD_ALLOW_ROOT"] = env_allow
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_leases_command_lists_the_journal(tmp_path):
+    from ipaddress import IPv4Address
+
+    from bootserverd.leasedb import LeaseDB
+    from dhcp.leases import BOUND, RELEASED, Lease
+    config = write_config(tmp_path)
+    db = LeaseDB(tmp_path / "state" / "leases")
+    db.load()
+    future = time.time() + 3600
+    db.append([Lease(IPv4Address("10.0.0.57"), b"\x01a", "52:54:00:00:00:01", "class-12", future, BOUND),
+               Lease(IPv4Address("10.0.0.100"), b"\x01b", "52:54:00:00:00:02", None, future, BOUND),
+               Lease(IPv4Address("10.0.0.101"), b"\x01c", "52:54:00:00:00:03", "gone", future, RELEASED)])
+    db.close()
+    proc = subprocess.run([sys.executable, "-m", "bootserverd", "leases", "-c", str(config)], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["MAC", "IP", "HOSTNAME", "EXPIRES", "(UTC)"]
+    assert lines[1].split()[:3] == ["52:54:00:00:00:01", "10.0.0.57", "class-12"]
+    assert lines[2].split()[:3] == ["52:54:00:00:00:02", "10.0.0.100", "-"]
+    assert len(lines) == 3    # the released lease is not listed
+
+
+def test_sighup_moves_the_nbd_listener_without_dropping_a_connected_client(tmp_path):
+    from nbd_support import load_libnbd
+    libnbd = load_libnbd()
+    config = write_config(tmp_path, nbd={"enabled": True})
+    image = build_image(tmp_path / "images" / f"{IMAGE}.img")
+    old_port = int(yaml.safe_load(config.read_text())["nbd"]["listen"].rsplit(":", 1)[1])
+    with Daemon(config) as daemon:
+        daemon.wait_for(f"image {IMAGE} published")
+        client = libnbd.NBD()
+        client.set_export_name(IMAGE)
+        client.connect_tcp("127.0.0.1", str(old_port))
+        first = client.pread(4096, 0)
+        new = yaml.safe_load(config.read_text())
+        new["nbd"]["listen"] = f"127.0.0.1:{free_port()}"
+        config.write_text(yaml.safe_dump(new))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("NBD listening on 127.0.0.1:")
+        daemon.wait_for("SIGHUP: configuration")
+        assert client.pread(4096, 0) == first == image.read_bytes()[:4096]    # same session
+        moved = libnbd.NBD()
+        moved.set_export_name(IMAGE)
+        moved.connect_tcp("127.0.0.1", new["nbd"]["listen"].rsplit(":", 1)[1])
+        assert moved.pread(4096, 0) == first
+        moved.shutdown()
+        client.shutdown()

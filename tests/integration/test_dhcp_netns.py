@@ -57,6 +57,10 @@ def serve(config_path: str) -> None:
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    if os.environ.get("DHCP_PROFILE"):  # benchmark diagnosis: cProfile dump at exit
+        import cProfile
+        cProfile.runctx("reactor.run()", globals(), locals(), os.environ["DHCP_PROFILE"])
+        return
     reactor.run()
 
 
@@ -406,6 +410,33 @@ def test_dhclient_reserved_address_and_hostname(lan):
         server.log.read_text()
 
 
+def test_through_bootserverd_run(tmp_path):
+    """The daemon as shipped (`python -m bootserverd run`) wires the DHCP service."""
+    with namespaces("dsrv", "dcli") as (srv, cli):
+        veth(srv, "s0", cli, "c0")
+        srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
+        config = write_config(tmp_path, SERVER_DHCP)
+        proc = srv.popen([PY, "-m", "bootserverd", "run", "--config", str(config)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        import threading
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()  # a thread, not select(): readline buffers several lines at once
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and proc.poll() is None and \
+                    not any("ports 67" in line for line in list(lines)):
+                time.sleep(0.1)
+            assert any("ports 67" in line for line in list(lines)), "".join(lines)
+            got = udhcpc(cli, tmp_path, RESERVED_MAC)
+            assert got["ip"] == "10.50.0.57" and got["hostname"] == "class-12"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            reader.join(5)
+        assert "ACK 10.50.0.57 to 52:54:00:aa:00:01 (class-12, thinclient) on s0" in "".join(lines)
+
+
 def test_malformed_packet_one_warning_no_traceback(lan):
     srv, cli, server, tmp = lan
     cli.ip("addr", "add", "10.50.0.9/21", "dev", "c0")
@@ -433,14 +464,14 @@ def test_perfdhcp_relay(lan):
     cli.ip("addr", "add", "10.50.0.2/21", "dev", "c0")
     cli.ip("addr", "add", "10.61.0.1/24", "dev", "c0")
     srv.ip("route", "add", "10.61.0.0/24", "via", "10.50.0.2")
-    r = cli.run(["perfdhcp", "-4", "-l", "10.61.0.1", "-r", "1000", "-p", "2", "-R", "150",
+    r = cli.run(["perfdhcp", "-4", "-l", "10.61.0.1", "-r", "200", "-p", "2", "-R", "150",
                  "-W", "1000000", "10.50.0.1"], timeout=30)
     out = r.stdout
     assert "sent packets: " in out, out + r.stderr
     sent = [int(l.split(":")[1]) for l in out.splitlines() if l.strip().startswith("sent packets")]
     got = [int(l.split(":")[1]) for l in out.splitlines()
            if l.strip().startswith("received packets")]
-    assert sent[0] >= 100 and got == sent, out  # every DISCOVER offered, every REQUEST ACKed
+    assert sent[0] >= 200 and got == sent, out  # every DISCOVER offered, every REQUEST ACKed
     server.stop()
     log = server.log.read_text()
     assert "via relay 10.61.0.1" in log
@@ -497,21 +528,23 @@ def test_kill9_durability_1000_leases(lan):
     srv, cli, server, tmp = lan
     cli.ip("addr", "add", "10.50.0.2/21", "dev", "c0")
     acks = tmp / "acks.txt"
-    driver = cli.popen([PY, SELF, "relay-driver", "10.50.0.1", "10.50.0.2", "1000", "45",
+    driver = cli.popen([PY, SELF, "relay-driver", "10.50.0.1", "10.50.0.2", "1000", "90",
                         str(acks), "250"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     rng = random.Random(os.getpid())
     kills = 0
     restart_times = []
     try:
-        deadline = time.monotonic() + 50
-        while driver.poll() is None and time.monotonic() < deadline:
+        # At most 12 kills, then the driver finishes against a live server: bounded even
+        # when a loaded machine makes each restart slow.
+        deadline = time.monotonic() + 40
+        while driver.poll() is None and time.monotonic() < deadline and kills < 12:
             time.sleep(rng.uniform(0.1, 0.8))
             if driver.poll() is not None:
                 break
             server.kill9()
             kills += 1
             restart_times.append(server.start())
-        summary = json.loads(driver.communicate(timeout=30)[0].strip().splitlines()[-1])
+        summary = json.loads(driver.communicate(timeout=100)[0].strip().splitlines()[-1])
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -1,5 +1,6 @@
 """/diffs over real HTTP: 503 while a niced builder process runs, then the delta, which
 Debian's `rdiff patch` turns into the new image byte for byte; refusals name the reason."""
+import json
 import subprocess
 import time
 
@@ -57,7 +58,8 @@ def test_diff_built_then_served_and_patches(setup, tmp_path):
     # served like an image: ranges and resume
     part = curl("-f", "-r", "1000-1999", d.url(f"/diffs/{OLD}--{NEW}.rdiff")).stdout
     assert part == body[1000:2000]
-    assert "diff ser-2026-01-01-000000-amd64 → ser-2026-02-01-000000-amd64: built" in d.log()
+    # the diff is servable once renamed into place; the builder's exit (and the log line) follows
+    d.wait(lambda: f"diff {OLD} → {NEW}: built" in d.log(), 10, "the build log line")
 
 
 def test_diff_build_is_cached_on_disk(setup):
@@ -65,6 +67,8 @@ def test_diff_build_is_cached_on_disk(setup):
     fetch_diff(d, OLD, NEW)
     cached = list((work / "d" / "state" / "diffs").glob("*.rdiff"))
     assert cached and all((c.parent / (c.name + ".json")).is_file() for c in cached)
+    meta = json.loads((cached[0].parent / (cached[0].name + ".json")).read_text())
+    assert meta["nice"] >= 10 and meta["block_size"] == 4096 and meta["sha256"] == sha256(cached[0])
     assert not list((work / "d" / "state" / "diffs").glob(".*"))
     before = d.log().count("building")
     assert fetch_diff(d, OLD, NEW)[0] == 200
@@ -118,3 +122,25 @@ def test_metrics_exposition(setup):
     assert samples['bootserverd_diff_builds_total{outcome="built"}'] >= 1
     for name in ("bootserverd_dhcp_leases", "bootserverd_nbd_connections", "bootserverd_directory_lag_seconds"):
         assert name in samples
+
+
+@pytest.mark.parametrize("in_window", [True, False])
+def test_reported_pairs_are_built_ahead_of_time(setup, tmp_path, in_window):
+    _, images, _ = setup
+    now = time.localtime()
+    start = (now.tm_hour + (0 if in_window else 2)) % 24
+    window = f"{start:02}:00-{(start + 1) % 24:02}:59" if not in_window else f"{now.tm_hour:02}:00-{(now.tm_hour + 1) % 24:02}:59"
+    inventory = (f"defaults: {{image: {OLD}, next_image: {NEW}, rollout: {{percent: 100}}}}\n"
+                 'devices: [{mac: "52:54:00:00:00:07", hostname: lap7}]\n')
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "device-reports.json").write_text(json.dumps({"52:54:00:00:00:07": {"current": OLD}}))
+    d = Daemon(tmp_path, images, inventory=inventory, http_extra=f'  diff_prebuild_window: "{window}"\n')
+    try:
+        if in_window:
+            d.wait(lambda: f"diff {OLD} → {NEW}: built" in d.log(), 30, "ahead-of-time build")
+        else:
+            time.sleep(1.0)
+            assert "building" not in d.log()
+    finally:
+        d.stop()

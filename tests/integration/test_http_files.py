@@ -159,3 +159,29 @@ def test_copy_path_without_sendfile(images, tmp_path):
         assert "sendfile" not in d.log()
     finally:
         d.stop()
+
+
+def test_keepalive_and_pipelining_after_sendfile(daemon, images, tmp_path):
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    got = curl("-f", "-o", str(a), d_url := daemon.url(f"/images/{BIG}.img"), "-o", str(b), d_url,
+               "-w", "%{num_connects}\n")
+    assert got.returncode == 0 and got.stdout.split() == [b"1", b"0"]      # the second reused the connection
+    assert sha256(a) == sha256(b) == sha256(images / f"{BIG}.img")
+    # two requests written at once on one socket: both answers complete and in order
+    data = (images / f"{OLD}.img").read_bytes()
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall((f"GET /images/{OLD}.img HTTP/1.1\r\nHost: x\r\n\r\n"
+                      f"GET /images/{OLD}.img HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n").encode())
+        received = bytearray()
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    first_head, _, rest = bytes(received).partition(b"\r\n\r\n")
+    assert first_head.startswith(b"HTTP/1.1 200") and rest[:len(data)] == data
+    second_head, _, body = rest[len(data):].partition(b"\r\n\r\n")
+    assert second_head.startswith(b"HTTP/1.1 206") and body == data[:10]
+
+
+def test_http10_client(daemon, images):
+    data = (images / f"{OLD}.img").read_bytes()
+    got = curl("-f", "-0", daemon.url(f"/images/{OLD}.img"))
+    assert got.returncode == 0 and got.stdout == data

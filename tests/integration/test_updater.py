@@ -200,3 +200,18 @@ def test_rollout_widening_is_live(server):
     finally:
         d.inventory.write_text(INVENTORY)
         d.wait(lambda: d.json("/v1/devices/lap1")["image"] == NEW, 10, "inventory restored")
+
+
+def test_no_diff_to_be_had_falls_back_to_the_full_image(server, tmp_path):
+    d, images = server
+    laptop = tmp_path / "laptop"
+    installed(server, laptop)
+    for cached in (d.state / "diffs").glob("*.rdiff*"):      # evicted: the next request must rebuild
+        cached.unlink()
+    got = subprocess.run([PYTHON, "-m", "bootserverd.updater", "--server", d.base, "--dir", str(laptop),
+                          "--device", "lap1", "--quiet", "--wait", "0", "--reserve", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert "no diff to be had" in got.stderr and "503" in got.stderr and f"downloading {NEW}" in got.stdout
+    assert sha256(laptop / f"{NEW}.img") == sha256(images / f"{NEW}.img")
+    assert state(laptop)["backup"] == OLD and no_temporaries(laptop)

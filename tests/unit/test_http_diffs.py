@@ -79,3 +79,18 @@ def test_budget_evicts_least_useful(tmp_path):
     assert cache.evict() == ["k2.rdiff"]
     assert sorted(p.name for p in tmp_path.glob("*.rdiff")) == ["k1.rdiff", "k3.rdiff"]
     assert cache.evict() == []
+
+
+def test_prebuild_window():
+    import pytest
+    from bootserverd.diffs import in_window, parse_window
+    night = parse_window("18:00-07:00")
+    assert night == (1080, 420)
+    assert in_window(night, 23 * 60) and in_window(night, 6 * 60 + 59) and not in_window(night, 7 * 60)
+    assert not in_window(night, 12 * 60)
+    lunch = parse_window("11:30-12:30")
+    assert in_window(lunch, 12 * 60) and not in_window(lunch, 13 * 60)
+    assert in_window(None, 0)
+    for bad in ("18-7", "25:00-01:00", "xx", "10:00"):
+        with pytest.raises(ValueError):
+            parse_window(bad)

@@ -135,6 +135,21 @@ def test_window_gap_ack_resends_from_there_and_timeout_resends_window():
     assert s.retransmitted == 6
 
 
+def test_ack_inside_a_resent_burst_slides_without_duplicates():
+    """atftp ACKs at block numbers divisible by the window size; after a go-back those land
+    inside our burst. They must not trigger another go-back (a cascade of duplicates)."""
+    s = session(100 * 512, ("windowsize", "4"), ("blksize", "512"))
+    s.start(0)
+    s.on_ack(0, 0)                                                    # 1..4
+    assert s.on_ack(2, 0.1) == (SendBlocks(3, 6), SetTimer(1.1))     # gap: go back
+    assert s.on_ack(4, 0.2) == (SendBlocks(7, 8), SetTimer(1.2))     # cadence ACK: slide
+    assert s.on_ack(8, 0.3) == (SendBlocks(9, 12), SetTimer(1.3))    # aligned again
+    assert s.retransmitted == 2
+    assert s.on_ack(10, 0.4) == (SendBlocks(11, 14), SetTimer(1.4))  # new gap: go back
+    assert s.on_timeout(1.4) == (SendBlocks(11, 14), SetTimer(3.4))
+    assert s.on_ack(12, 3.5) == (SendBlocks(15, 16), SetTimer(4.5))  # inside the resend
+
+
 def test_last_window_is_short():
     s = session(10 * 512, ("windowsize", "8"), ("blksize", "512"))   # 11 blocks
     s.start(0)
@@ -166,7 +181,9 @@ def test_rollover_ack_inside_a_window_spanning_the_wrap():
     assert s.on_ack(65530 & 0xFFFF, 0) == ()
     s.on_timeout(1)                                     # resend 65531..65538
     assert s.sent == 65538
-    assert s.on_ack(1, 2) == (SendBlocks(65538, 65545), SetTimer(3))   # wire 1 = block 65537
+    # wire 1 = block 65537, inside the resent burst: slide on with new blocks only
+    assert s.on_ack(1, 2) == (SendBlocks(65539, 65545), SetTimer(3))
+    assert s.on_ack(65545 & 0xFFFF, 2) == (SendBlocks(65546, 65553), SetTimer(3))
 
 
 def test_illegal_packet_from_peer_is_error_4_and_ends():
@@ -184,20 +201,26 @@ def test_client_error_aborts():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 16), st.lists(st.one_of(st.integers(0, 65535), st.none()), max_size=200))
-def test_no_amplification(window, events):
-    """Whatever a client sends, nothing goes out beyond acked + windowsize, and only ACKs
-    that move forward (or our own timeouts) cause sends."""
+@given(st.integers(1, 16), st.lists(st.one_of(st.integers(-3, 20), st.none()), max_size=200),
+       st.integers(0, 65535))
+def test_no_amplification(window, events, junk):
+    """Whatever a client sends (ACKs near the acknowledged block, far off, duplicates) and
+    whenever timeouts fire: nothing goes out beyond acked + windowsize, and only ACKs that
+    move forward (or the first ACK 0 after the OACK, or our timeouts) cause sends."""
     s = session(512 * 40, ("windowsize", str(window)), ("blksize", "512"))
     s.start(0)
     t = 0.0
-    for ev in events:
+    for i, ev in enumerate(events):
         t += 0.1
-        before = s.acked
-        acts = s.on_timeout(s.deadline or t) if ev is None else s.on_ack(ev, t)
+        before, waiting = s.acked, s.state == "wait-oack-ack"
+        if ev is None:
+            acts = s.on_timeout(s.deadline or t)
+        else:
+            wire = junk if i % 7 == 6 else (s.acked + ev) & 0xFFFF
+            acts = s.on_ack(wire, t)
         for a in acts:
             if isinstance(a, SendBlocks):
                 assert a.last <= s.acked + window and a.last - a.first < window
-                assert ev is None or s.acked > before or (before == 0 and ev == 0)
+                assert ev is None or s.acked > before or waiting
         if s.done:
             break

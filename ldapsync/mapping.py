@@ -1,0 +1,432 @@
+"""Directory entries → model objects, through an attribute-map profile (pure, stdlib only).
+
+An entry is (dn, {lower-case attribute name: (str values...)}). A profile says which entries
+to ask for (filter, attributes) and maps one entry to a record: a device (one ``Device`` per
+MAC), a school, the organisation, a boot server or an image. ``DirectoryView`` keeps the
+records by entryUUID and assembles a whole ``Directory`` from them, resolving what spans
+entries: a device's school (a DN reference, else the nearest school above it), duplicate
+MACs and school names, and the boot-server level of Puavo's inheritance.
+
+Inheritance device → school → boot server → organisation maps onto the model's
+device → school → (config images.default) → defaults: the boot server's image, when the
+directory gives one, stands in for the organisation's in ``Defaults.image``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+from bootserverd.model import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Directory, School,
+                               normalize_mac)
+
+Attrs = Mapping[str, tuple[str, ...]]
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    dn: str
+    attrs: Attrs
+
+    def first(self, name: str) -> str | None:
+        values = self.attrs.get(name.lower())
+        return values[0].strip() if values and values[0].strip() else None
+
+    def all(self, name: str) -> tuple[str, ...]:
+        return tuple(v.strip() for v in self.attrs.get(name.lower(), ()) if v.strip())
+
+    def classes(self) -> frozenset[str]:
+        return frozenset(v.lower() for v in self.attrs.get("objectclass", ()))
+
+
+# -- DNs (enough of RFC 4514 to compare and walk up; values are compared case-insensitively) --
+
+def split_dn(dn: str) -> list[str]:
+    """RDNs of ``dn``, normalised: lower case, no spaces around ',', '=' and '+'."""
+    rdns, current, escaped = [], [], False
+    for ch in dn:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            current.append(ch)
+            escaped = True
+        elif ch in ",;":
+            rdns.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    rdns.append("".join(current))
+    out = []
+    for rdn in rdns:
+        parts = [p.strip() for p in rdn.split("+")]
+        out.append("+".join("=".join(x.strip() for x in p.split("=", 1)) for p in parts).lower())
+    return [r for r in out if r]
+
+
+def normalize_dn(dn: str) -> str:
+    return ",".join(split_dn(dn))
+
+
+def ancestors(dn: str) -> tuple[str, ...]:
+    """Normalised DNs above ``dn``, nearest first."""
+    rdns = split_dn(dn)
+    return tuple(",".join(rdns[i:]) for i in range(1, len(rdns)))
+
+
+def rdn_value(dn: str) -> str:
+    first = dn.split(",", 1)[0]
+    return first.split("=", 1)[1].strip() if "=" in first else first
+
+
+# -- records --
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    dn: str                           # normalised
+    devices: tuple[Device, ...]       # one per MAC, school still None
+    school_ref: str | None            # normalised DN of the school entry, when the entry names one
+    ancestors: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchoolRecord:
+    dn: str
+    school: School
+    boot_servers: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OrganisationRecord:
+    dn: str
+    defaults: Defaults
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """A boot server entry (Puavo): its image is the boot-server step of inheritance."""
+    dn: str
+    hostname: str
+    image: str | None
+    schools: tuple[str, ...]          # normalised DNs of the schools it serves
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    dn: str
+    name: str
+    release: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Skipped:
+    dn: str
+    reason: str
+
+
+Record = DeviceRecord | SchoolRecord | OrganisationRecord | ServerRecord | ImageRecord | Skipped
+
+
+# -- field helpers: each returns (value, warning or None) --
+
+def _choice(entry: Entry, attr: str, choices: tuple[str, ...]) -> tuple[str | None, str | None]:
+    value = entry.first(attr)
+    if value is None:
+        return None, None
+    if value.lower() in choices:
+        return value.lower(), None
+    return None, f"{attr} {value!r} is not one of {', '.join(choices)}; ignored"
+
+
+def _bool(entry: Entry, attr: str) -> tuple[bool, str | None]:
+    value = entry.first(attr)
+    if value is None or value.upper() == "TRUE":
+        return True, None
+    if value.upper() == "FALSE":
+        return False, None
+    return True, f"{attr} {value!r} is not TRUE or FALSE; taken as TRUE"
+
+
+def _ipv4(entry: Entry, attr: str) -> tuple[str | None, str | None]:
+    value = entry.first(attr)
+    if value is None:
+        return None, None
+    try:
+        return str(ipaddress.IPv4Address(value)), None
+    except ValueError:
+        return None, f"{attr} {value!r} is not an IPv4 address; ignored"
+
+
+def _macs(entry: Entry) -> tuple[list[str], list[str]]:
+    macs, bad = [], []
+    for value in entry.all("macAddress"):
+        try:
+            mac = normalize_mac(value)
+        except ValueError:
+            bad.append(value)
+            continue
+        if mac not in macs:
+            macs.append(mac)
+    return macs, bad
+
+
+class Profile:
+    """The attribute map of one directory layout."""
+    name = ""
+    filter = "(objectClass=*)"
+    attributes: tuple[str, ...] = ()
+
+    def map(self, entry: Entry) -> Record | None:
+        """The record for ``entry``; None when the entry is not one this profile reads."""
+        raise NotImplementedError
+
+    def _device(self, entry: Entry, hostname: str | None, attrs: dict[str, str],
+                image: str | None, school_ref: str | None, enabled: bool = True,
+                warnings: list[str] | None = None) -> Record:
+        warnings = list(warnings or ())
+        dn = normalize_dn(entry.dn)
+        macs, bad = _macs(entry)
+        for value in bad:
+            warnings.append(f"macAddress {value!r} is not a MAC address; ignored")
+        if not macs:
+            return Skipped(normalize_dn(entry.dn), "no valid macAddress; entry ignored" + "".join(f" ({w})" for w in warnings))
+        if hostname is not None and (len(hostname) > 253 or not _HOSTNAME.match(hostname)):
+            warnings.append(f"hostname {hostname!r} is not a valid host name; ignored")
+            hostname = None
+        device_type, w1 = _choice(entry, attrs["type"], DEVICE_TYPES)
+        boot_mode, w2 = _choice(entry, attrs["boot_mode"], BOOT_MODES)
+        ip, w3 = _ipv4(entry, "ipHostNumber")
+        warnings += [w for w in (w1, w2, w3) if w]
+        kernel_args = entry.first(attrs["kernel_args"]) or ""
+        devices = tuple(Device(mac=mac, hostname=hostname, type=device_type, ip=ip, image=image,
+                               kernel_args=kernel_args, boot_mode=boot_mode, enabled=enabled)
+                        for mac in macs)
+        return DeviceRecord(dn, devices, normalize_dn(school_ref) if school_ref else None,
+                            ancestors(entry.dn), tuple(warnings))
+
+    @staticmethod
+    def _warn(record: Record, warnings: list[str | None]) -> Record:
+        found = tuple(w for w in warnings if w)
+        return dataclasses.replace(record, warnings=found) if found else record
+
+
+class BootserverdProfile(Profile):
+    """etc/ldap/bootserverd.schema: device + ieee802Device (+ ipHost) + bootserverdDevice,
+    bootserverdSchoolSettings, bootserverdOrganizationSettings, bootserverdImageEntry."""
+    name = "bootserverd"
+    filter = ("(|(objectClass=bootserverdDevice)(objectClass=bootserverdSchoolSettings)"
+              "(objectClass=bootserverdOrganizationSettings)(objectClass=bootserverdImageEntry))")
+    attributes = ("objectClass", "cn", "macAddress", "ipHostNumber", "bootserverdDeviceType",
+                  "bootserverdImage", "bootserverdKernelArguments", "bootserverdBootMode",
+                  "bootserverdEnabled", "bootserverdSchool", "bootserverdSchoolCode",
+                  "bootserverdDefaultImage", "bootserverdBootServer", "bootserverdImageName",
+                  "bootserverdReleaseState")
+    _ATTRS = {"type": "bootserverdDeviceType", "boot_mode": "bootserverdBootMode",
+              "kernel_args": "bootserverdKernelArguments"}
+
+    def map(self, entry: Entry) -> Record | None:
+        classes = entry.classes()
+        dn = normalize_dn(entry.dn)
+        if "bootserverddevice" in classes:
+            # cn is the host name; when several, the one in the RDN
+            rdn = rdn_value(entry.dn) if entry.dn.lower().startswith("cn=") else None
+            hostname = rdn or entry.first("cn")
+            enabled, warning = _bool(entry, "bootserverdEnabled")
+            return self._device(entry, hostname, self._ATTRS, entry.first("bootserverdImage"),
+                                entry.first("bootserverdSchool"), enabled, [warning] if warning else [])
+        if "bootserverdschoolsettings" in classes:
+            code = entry.first("bootserverdSchoolCode")
+            if code is None:
+                return Skipped(normalize_dn(entry.dn), "school without bootserverdSchoolCode; entry ignored")
+            boot_mode, warning = _choice(entry, "bootserverdBootMode", BOOT_MODES)
+            school = School(name=code, image=entry.first("bootserverdDefaultImage"),
+                            kernel_args=entry.first("bootserverdKernelArguments") or "", boot_mode=boot_mode)
+            return self._warn(SchoolRecord(dn, school, entry.all("bootserverdBootServer")), [warning])
+        if "bootserverdorganizationsettings" in classes:
+            boot_mode, w1 = _choice(entry, "bootserverdBootMode", BOOT_MODES)
+            device_type, w2 = _choice(entry, "bootserverdDeviceType", DEVICE_TYPES)
+            defaults = Defaults(image=entry.first("bootserverdDefaultImage"),
+                                kernel_args=entry.first("bootserverdKernelArguments") or "",
+                                boot_mode=boot_mode or "netboot", type=device_type)
+            return self._warn(OrganisationRecord(dn, defaults), [w1, w2])
+        if "bootserverdimageentry" in classes:
+            name = entry.first("bootserverdImageName")
+            if name is None:
+                return Skipped(normalize_dn(entry.dn), "image without bootserverdImageName; entry ignored")
+            release, warning = _choice(entry, "bootserverdReleaseState", RELEASE_STATES)
+            return self._warn(ImageRecord(dn, name, release or "released"), [warning])
+        return None
+
+
+class PuavoProfile(Profile):
+    """Puavo's directory as it is: puavoDevice / puavoNetbootDevice / puavoLocalbootDevice,
+    puavoSchool, puavoServer (boot servers) and puavoEduOrg (the organisation)."""
+    name = "puavo"
+    DEVICE_CLASSES = frozenset({"puavodevice", "puavonetbootdevice", "puavolocalbootdevice"})
+    filter = ("(|(objectClass=puavoDevice)(objectClass=puavoNetbootDevice)(objectClass=puavoLocalbootDevice)"
+              "(objectClass=puavoServer)(objectClass=puavoSchool)(objectClass=puavoEduOrg))")
+    attributes = ("objectClass", "cn", "puavoHostname", "macAddress", "ipHostNumber", "puavoDeviceType",
+                  "puavoDeviceImage", "puavoDeviceBootImage", "puavoDeviceBootMode",
+                  "puavoDeviceKernelArguments", "puavoDeviceKernelVersion", "puavoSchool")
+    _ATTRS = {"type": "puavoDeviceType", "boot_mode": "puavoDeviceBootMode",
+              "kernel_args": "puavoDeviceKernelArguments"}
+
+    def map(self, entry: Entry) -> Record | None:
+        classes = entry.classes()
+        dn = normalize_dn(entry.dn)
+        if "puavoserver" in classes:
+            hostname = entry.first("puavoHostname")
+            if hostname is None:
+                return Skipped(normalize_dn(entry.dn), "puavoServer without puavoHostname; entry ignored")
+            return ServerRecord(dn, hostname.lower(), entry.first("puavoDeviceImage"),
+                                tuple(normalize_dn(s) for s in entry.all("puavoSchool")))
+        if classes & self.DEVICE_CLASSES:
+            # puavo-rest: the boot image is a thin client's own choice; others boot their image
+            image = entry.first("puavoDeviceImage")
+            device_type = (entry.first("puavoDeviceType") or "").lower()
+            if device_type == "thinclient" and entry.first("puavoDeviceBootImage"):
+                image = entry.first("puavoDeviceBootImage")
+            return self._device(entry, entry.first("puavoHostname"), self._ATTRS, image,
+                                entry.first("puavoSchool"))
+        if "puavoschool" in classes:
+            name = entry.first("cn")
+            if name is None:
+                return Skipped(normalize_dn(entry.dn), "puavoSchool without cn; entry ignored")
+            boot_mode, warning = _choice(entry, "puavoDeviceBootMode", BOOT_MODES)
+            school = School(name=name, image=entry.first("puavoDeviceImage"),
+                            kernel_args=entry.first("puavoDeviceKernelArguments") or "", boot_mode=boot_mode)
+            return self._warn(SchoolRecord(dn, school), [warning])
+        if "puavoeduorg" in classes:
+            boot_mode, warning = _choice(entry, "puavoDeviceBootMode", BOOT_MODES)
+            defaults = Defaults(image=entry.first("puavoDeviceImage"),
+                                kernel_args=entry.first("puavoDeviceKernelArguments") or "",
+                                boot_mode=boot_mode or "netboot")
+            return self._warn(OrganisationRecord(dn, defaults), [warning])
+        return None
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (BootserverdProfile(), PuavoProfile())}
+
+
+class DirectoryView:
+    """Records by entryUUID → one ``Directory``; re-assembling reuses unchanged devices."""
+
+    def __init__(self, profile: Profile, server_hostname: str | None = None):
+        self.profile = profile
+        self.server_hostname = server_hostname.lower() if server_hostname else None
+        self.records: dict[str, Record] = {}
+        self._resolved: dict[str, tuple[str | None, tuple[Device, ...]]] = {}
+
+    def put(self, uuid: str, dn: str, attrs: Attrs) -> None:
+        self.put_record(uuid, self.profile.map(Entry(dn, attrs)))
+
+    def put_record(self, uuid: str, record: Record | None) -> None:
+        """``record``: ``profile.map`` of the entry, computed elsewhere (the consumer thread)."""
+        self._resolved.pop(uuid, None)
+        if record is None:
+            self.records.pop(uuid, None)
+        else:
+            self.records[uuid] = record
+
+    def delete(self, uuid: str) -> None:
+        self.records.pop(uuid, None)
+        self._resolved.pop(uuid, None)
+
+    def build(self) -> tuple[Directory, tuple[str, ...]]:
+        """The Directory, and one problem line per entry ignored or partly ignored."""
+        problems: list[str] = []
+        schools_by_dn: dict[str, School] = {}
+        by_name: dict[str, str] = {}
+        organisations: list[OrganisationRecord] = []
+        servers: list[ServerRecord] = []
+        images: dict[str, ImageRecord] = {}
+        device_records: list[tuple[str, DeviceRecord]] = []
+        for uuid, record in self.records.items():
+            warnings = getattr(record, "warnings", ())
+            problems += [f"{record.dn}: {w}" for w in warnings]
+            if isinstance(record, DeviceRecord):
+                device_records.append((uuid, record))
+            elif isinstance(record, SchoolRecord):
+                schools_by_dn[record.dn] = record.school
+            elif isinstance(record, OrganisationRecord):
+                organisations.append(record)
+            elif isinstance(record, ServerRecord):
+                servers.append(record)
+            elif isinstance(record, ImageRecord):
+                other = images.get(record.name)
+                if other is not None:
+                    problems.append(f"{max(record.dn, other.dn)}: image {record.name} is also "
+                                    f"{min(record.dn, other.dn)}; ignored")
+                if other is None or record.dn < other.dn:
+                    images[record.name] = record
+            elif isinstance(record, Skipped):
+                problems.append(f"{record.dn}: {record.reason}")
+        schools: dict[str, School] = {}
+        for dn in sorted(schools_by_dn):
+            school = schools_by_dn[dn]
+            if school.name in by_name:
+                problems.append(f"{dn}: school name {school.name!r} is also {by_name[school.name]}; ignored")
+                continue
+            by_name[school.name] = dn
+            schools[school.name] = school
+        school_name = {dn: s.name for dn, s in schools_by_dn.items() if by_name.get(s.name) == dn}
+        defaults = self._defaults(organisations, servers, problems)
+        devices: dict[str, Device] = {}
+        owner: dict[str, str] = {}
+        for uuid, record in device_records:
+            name = self._school_of(record, school_name)
+            cached = self._resolved.get(uuid)
+            if cached is None or cached[0] != name:
+                cached = (name, tuple(dataclasses.replace(d, school=name) if name else d for d in record.devices))
+                self._resolved[uuid] = cached
+            for device in cached[1]:
+                other = owner.get(device.mac)
+                if other is None:
+                    devices[device.mac], owner[device.mac] = device, record.dn
+                    continue
+                keep, drop = sorted((other, record.dn))
+                problems.append(f"{drop}: MAC {device.mac} is also {keep}; ignored")
+                if keep == record.dn:
+                    devices[device.mac], owner[device.mac] = device, record.dn
+        directory = Directory(devices=tuple(devices.values()), schools=MappingProxyType(schools),
+                              defaults=defaults,
+                              releases=MappingProxyType({n: r.release for n, r in images.items()}))
+        return directory, tuple(problems)
+
+    @staticmethod
+    def _school_of(record: DeviceRecord, school_name: Mapping[str, str]) -> str | None:
+        if record.school_ref is not None:
+            return school_name.get(record.school_ref)
+        for dn in record.ancestors:
+            if dn in school_name:
+                return school_name[dn]
+        return None
+
+    def _defaults(self, organisations: list[OrganisationRecord], servers: list[ServerRecord],
+                  problems: list[str]) -> Defaults:
+        organisations.sort(key=lambda r: (len(split_dn(r.dn)), r.dn))
+        for extra in organisations[1:]:
+            problems.append(f"{extra.dn}: a second organisation entry (using {organisations[0].dn}); ignored")
+        defaults = organisations[0].defaults if organisations else Defaults()
+        server = self._this_server(servers)
+        if server is not None and server.image:
+            defaults = dataclasses.replace(defaults, image=server.image)
+        return defaults
+
+    def _this_server(self, servers: Iterable[ServerRecord]) -> ServerRecord | None:
+        if not self.server_hostname:
+            return None
+        short = self.server_hostname.split(".", 1)[0]
+        for server in sorted(servers, key=lambda s: s.dn):
+            if server.hostname in (self.server_hostname, short) or server.hostname.split(".", 1)[0] == short:
+                return server
+        return None
