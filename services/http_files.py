@@ -13,7 +13,8 @@ from typing import Callable
 
 from twisted.web.server import NOT_DONE_YET
 
-from bootserverd.bootfiles import BootFileError
+from bootserverd.bootfiles import BootFileError, DiskFile
+from bootserverd.images import file_stamp
 from bootserverd.model import SAFE_IMAGE_NAME
 from services.http_range import decide
 from services.http_transfer import FileBody, TransferRecord
@@ -22,25 +23,7 @@ from services.http_util import client_ip, send_error, send_json
 OCTETS = b"application/octet-stream"
 
 
-class OpenFile:
-    """An image (or cached diff) file opened for one response: .size .read .fileno .close."""
-
-    def __init__(self, fd: int, size: int):
-        self._fd, self.size = fd, size
-
-    def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self._fd, length, offset)
-
-    def fileno(self) -> int | None:
-        return self._fd
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def open_checked(path, stamp: tuple | None = None) -> OpenFile | None:
+def open_checked(path, stamp: tuple | None = None) -> DiskFile | None:
     """Open a regular file without following a final symlink; None if it is gone or is no
     longer the version ``stamp`` (dev, ino, size, mtime_ns) names."""
     try:
@@ -49,10 +32,10 @@ def open_checked(path, stamp: tuple | None = None) -> OpenFile | None:
         return None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or (
-            stamp is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(stamp)):
+            stamp is not None and file_stamp(st) != tuple(stamp)):
         os.close(fd)
         return None
-    return OpenFile(fd, st.st_size)
+    return DiskFile(str(path), fd, st.st_size)
 
 
 class FileSender:
