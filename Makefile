@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := etc/bootserverd.demo.yaml
 
-.PHONY: run test deps-run deps-test check-config demo-image bench deb clean
+.PHONY: run test deps-run deps-test check-config demo-image bench deb clean e2e demo-boot reliability
 
 deps-run:
 	@tools/install-deps deps/apt/base.txt
@@ -41,8 +41,20 @@ check-config: demo-image
 test: deps-test $(VENV)/.test
 	@$(PY) -m pytest
 
+# Every end-to-end boot, the slow ones too (make test runs the fast ones).
+e2e: deps-test $(VENV)/.test
+	@BOOTSERVERD_E2E_SLOW=1 $(PY) -m pytest tests/e2e
+
+# A PC (qemu) boots through bootserverd alone: iPXE ROM, kernel over HTTP, NBD root.
+demo-boot: deps-test $(VENV)/.test
+	@$(PY) tests/e2e/demo_boot.py
+
 bench: deps-test $(VENV)/.test
 	@for b in tests/bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Hardening: 10^6 fuzz inputs per target, full-size floods and faults → docs/reliability.md.
+reliability: deps-test $(VENV)/.test
+	@$(PY) tests/reliability/run.py
 
 deb:
 	@tools/install-deps deps/apt/deb.txt

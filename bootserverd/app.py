@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from bootserverd import config as configmod
 from bootserverd.bootfiles import BootFiles
+from bootserverd.bootreport import BootReport, LiveSession
 from bootserverd.images import ImageStore
 from bootserverd.inventory import InventorySource, YamlInventorySource
 from bootserverd.metrics import Metrics
@@ -36,26 +37,37 @@ class ServiceSpec:
 
 def _tftp(app: "BootServer") -> Service:
     from services.tftp import TFTPService
-    return TFTPService(app.config.tftp, app.boot_files, reactor=app.reactor)
+    return TFTPService(app.config.tftp, app.boot_files, reactor=app.reactor,
+                       on_transfer=app.boot_report.tftp_transfer)
 
 
 def _nbd(app: "BootServer") -> Service:
     from services.nbd import NBDService
-    return NBDService(app.config.nbd, app.images, reactor=app.reactor)
+    return NBDService(app.config.nbd, app.images, reactor=app.reactor,
+                      on_session=app.boot_report.nbd_session)
 
 
 def _http(app: "BootServer") -> Service:
     from services.http import HTTPService
-    return HTTPService(app.config.http, server=app.config.server, images=app.images,
-                       boot_files=app.boot_files, model=app.model, resolver=app.resolver,
-                       state_dir=app.config.server.state_dir, reactor=app.reactor,
-                       metrics=app.metrics, extra_status=app.status_sections)
+    service = HTTPService(app.config.http, server=app.config.server, images=app.images,
+                          boot_files=app.boot_files, model=app.model, resolver=app.resolver,
+                          state_dir=app.config.server.state_dir, reactor=app.reactor,
+                          metrics=app.metrics, extra_status=app.status_sections)
+    # HTTPService has no on_transfer hook yet: tee its file sender's callback to the report
+    own = service.sender.on_transfer
+
+    def on_transfer(record):
+        own(record)
+        app.boot_report.http_transfer(record)
+    service.sender.on_transfer = on_transfer
+    return service
 
 
 def _dhcp(app: "BootServer") -> Service:
     from services.dhcp import DHCPService
     return DHCPService(app.config.dhcp, app.config.server, app.model, app.resolver,
-                       app.config.server.state_dir / "leases", reactor=app.reactor)
+                       app.config.server.state_dir / "leases", reactor=app.reactor,
+                       on_lease=app.boot_report.dhcp_lease)
 
 
 SERVICES = (ServiceSpec("tftp", "tftp", _tftp), ServiceSpec("nbd", "nbd", _nbd),
@@ -86,6 +98,7 @@ class BootServer:
         self.resolver = BootResolver(config, self.model)
         self.boot_files = BootFiles(config.tftp.root, self.resolver, self.model)
         self.metrics = Metrics()
+        self.boot_report = BootReport(reactor.seconds, self._live_nbd_sessions)
         self.services = MultiService()
         self._running: dict[str, Service] = {}
         self.started = False
@@ -136,9 +149,15 @@ class BootServer:
                  listening=listening or "no services", n=len(self.model.inventory.devices))
         return ready
 
+    def _live_nbd_sessions(self):
+        nbd = self._running.get("nbd")
+        for p in (nbd.factory.connections if nbd is not None else ()):
+            if p.export is not None:
+                yield LiveSession(getattr(p, "host", p.client), p.export.name, p.started, p.bytes_sent)
+
     def status_sections(self) -> dict:
         """What /status shows beside the HTTP service's own figures."""
-        sections = {}
+        sections = {"boot": self.boot_report.status()}
         status = getattr(self.source, "status", None)
         if status is not None:
             sections["directory"] = status()

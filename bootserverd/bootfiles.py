@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from bootserverd.model import Model, normalize_mac
@@ -78,7 +79,11 @@ def split_path(path: str) -> list[str]:
 
 
 def _hex_ip(ip: str) -> str:
-    return "".join(f"{int(octet):02X}" for octet in ip.split("."))
+    """pxelinux's upper-case hex of an IPv4 address; "" for an IPv6 (HTTP) client."""
+    try:
+        return IPv4Address(ip).packed.hex().upper()
+    except ValueError:
+        return ""
 
 
 class BootFiles:

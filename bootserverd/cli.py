@@ -22,13 +22,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the daemon in the foreground"),
                        ("check-config", "validate the config and inventory and print a summary"),
-                       ("leases", "list the DHCP leases (MAC, IP, hostname, expiry)")):
+                       ("leases", "list the DHCP leases (MAC, IP, hostname, expiry)"),
+                       ("status", "the running daemon's status, or a device's last boot (--device MAC)"),
+                       ("selftest", "exercise DHCP, TFTP, NBD and HTTP as a client would, from here"),
+                       ("populate-tftp", "put Debian's boot loaders (ipxe, pxelinux, ...) into tftp.root")):
         # also: `bootserverd ldap-slave configure|status` (ldapsync/slave.py)
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", "-c", type=Path, default=configmod.DEFAULT_PATH,
                          help=f"config file (default {configmod.DEFAULT_PATH})")
         if name == "leases":
             sub.add_argument("--all", action="store_true", help="also released, declined and expired rows")
+        if name == "status":
+            sub.add_argument("--device", metavar="MAC", help="timeline of this device's last boot")
+        if name == "selftest":
+            sub.add_argument("--interface", metavar="IF", help="where to send the DHCP DISCOVER "
+                             "(default: the first of dhcp.interfaces)")
     return parser
 
 
@@ -47,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(config)
     if args.command == "leases":
         return leases(config, args.all)
+    if args.command == "status":
+        return status(config, args.device)
+    if args.command == "selftest":
+        return selftest(config, args.interface)
+    if args.command == "populate-tftp":
+        return populate_tftp(config)
     return run(config)
 
 
@@ -56,6 +70,55 @@ def leases(config: configmod.Config, all_rows: bool) -> int:
     print(f"{'MAC':17}  {'IP':15}  {'HOSTNAME':20}  EXPIRES (UTC)")
     for mac, ip, hostname, expiry in rows:
         print(f"{mac:17}  {ip!s:15}  {hostname or '-':20}  {expiry:%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
+def status(config: configmod.Config, device: str | None) -> int:
+    import json
+
+    from bootserverd.bootreport import format_timeline
+    from bootserverd.model import normalize_mac
+    from bootserverd.selftest import http_status
+    if not config.http.enabled:
+        print("bootserverd: status is read over HTTP; http.enabled is false", file=sys.stderr)
+        return 1
+    try:
+        data = http_status(config)
+    except OSError as exc:
+        print(f"bootserverd: cannot read /status (is the daemon running?): {exc}", file=sys.stderr)
+        return 1
+    if device is None:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    try:
+        mac = normalize_mac(device)
+    except ValueError:
+        print(f"bootserverd: {device!r} is not a MAC address", file=sys.stderr)
+        return 2
+    report = data.get("boot", {}).get("recent", {}).get(mac)
+    if report is None:
+        print(f"{mac}: no boot seen since the daemon started (or not among the recent devices)")
+        return 1
+    print(format_timeline(report))
+    return 0
+
+
+def selftest(config: configmod.Config, interface: str | None) -> int:
+    from bootserverd.selftest import format_table, run_selftest
+    checks = run_selftest(config, interface)
+    print(format_table(checks))
+    return 0 if checks and all(c.ok for c in checks) else 1
+
+
+def populate_tftp(config: configmod.Config) -> int:
+    from bootserverd.populate import populate
+    root = config.tftp.root
+    missing = 0
+    for loader, what in populate(root):
+        missing += what.startswith("missing")
+        print(f"{loader.name:16} {what:28} {loader.package:22} {loader.role}")
+    print(f"TFTP root {root}: {len(tuple(root.iterdir()))} entries"
+          + (f"; {missing} loaders not installed" if missing else ""))
     return 0
 
 

@@ -230,7 +230,7 @@ def load(path: Path) -> Config:
         line = mark.line + 1 if mark is not None else None
         raise ConfigError([Problem(str(path), line, "", f"not valid YAML: {exc}")]) from None
     ctx = Context(path.resolve(), lines)
-    if "images" not in (data or {}) and isinstance(data, dict):
+    if isinstance(data, dict) and "images" not in data:      # a bare scalar: build() says so
         ctx.problem("images", "is required (images.dir names the image directory)")
     config = build(Config, data, "", ctx)
     if config is not None:

@@ -60,7 +60,12 @@ def format_json(event: dict) -> str:
 def make_observer(fmt: str, stream: IO[str], with_time: bool):
     def observe(event: dict) -> None:
         try:
-            stream.write(format_json(event) if fmt == "json" else format_text(event, with_time))
+            line = format_json(event) if fmt == "json" else format_text(event, with_time)
+            if not line.isascii():
+                # A client's undecodable bytes arrive as surrogates: a strict stream refuses
+                # the line, a surrogateescape one (C locale) writes invalid UTF-8. Escape them.
+                line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+            stream.write(line)
             stream.flush()
         except Exception:  # a broken stdout must not take the reactor down
             pass

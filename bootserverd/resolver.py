@@ -56,12 +56,32 @@ class MenuEntry:
     message: str = ""
 
 
+_IPXE_LOADER = re.compile(r"ipxe|\.kk?pxe$|snp(only)?\.efi$|\.lkrn$", re.IGNORECASE)
+
+
+def is_ipxe_loader(path: str) -> bool:
+    """undionly.kpxe, ipxe.efi, snponly.efi...: a loader that is iPXE itself."""
+    return bool(_IPXE_LOADER.search(path.rsplit("/", 1)[-1]))
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9 .,:;()/_@+=-]")
 
 
 def _safe(text: str) -> str:
     """Menu text goes into three config languages: keep it to characters none of them quote."""
     return _UNSAFE.sub("?", text)
+
+
+_SCRIPT_META = re.compile(r"[|&;$`{}]")
+
+
+def _kernel_words(text: str) -> list[str]:
+    """Kernel arguments (directory, inventory, config) end up on one line of a pxelinux, iPXE
+    or GRUB config: keep whitespace-separated words without control characters, and drop a
+    word holding the scripts' separators or expansions (|| && ; $ ` {}), so that no value
+    can add a command to a boot script."""
+    words = ("".join(ch for ch in word if ch.isprintable()) for word in text.split())
+    return [word for word in words if word and not _SCRIPT_META.search(word)]
 
 
 class Templates:
@@ -120,11 +140,15 @@ class BootResolver:
         firmware = ARCHITECTURES.get(arch if arch is not None else 0)
         if firmware is None:
             return BootPlan(bootfile="", error=f"unsupported client architecture {arch}", **plan)
-        if ipxe:
+        loader = getattr(self.config.boot.loaders, firmware.name)
+        if ipxe and (is_ipxe_loader(loader) or firmware.http_boot):
             script = f"ipxe/{mac.replace(':', '-')}.ipxe" if mac else "ipxe/default.ipxe"
             base = self.http_base()
             return BootPlan(bootfile=f"{base}/{script}" if base else script, error=None, **plan)
-        loader = getattr(self.config.boot.loaders, firmware.name)
+        if ipxe:
+            # The site chose another loader (pxelinux.0, grubnetx64.efi): an iPXE ROM runs it
+            # as any PXE ROM would; that loader does no DHCP of its own, so there is no loop.
+            return BootPlan(bootfile=loader, error=None, **plan)
         if firmware.http_boot:
             base = self.http_base()
             if base is None:
@@ -172,7 +196,7 @@ class BootResolver:
             parts.append(f"bootserverd.type={device_type}")
         if device and device.hostname:
             parts.append(f"systemd.hostname={device.hostname}")
-        parts += [self.config.boot.kernel_args, inventory.kernel_args_for(device)]
+        parts += _kernel_words(self.config.boot.kernel_args) + _kernel_words(inventory.kernel_args_for(device))
         return " ".join(p for p in parts if p)
 
     def render(self, fmt: str, mac: str | None, client: str) -> bytes:

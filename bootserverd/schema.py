@@ -194,6 +194,8 @@ def _convert_by_type(hint: Any, value: Any, key: str, ctx: Context, rules: typin
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"must be a number, not {_kind(value)} {value!r}")
+        if value != value:           # .nan passes every min/max comparison
+            raise ValueError("must be a number, not .nan")
         return float(value)
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):

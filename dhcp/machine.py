@@ -59,6 +59,7 @@ class Outcome:
     changes: tuple[Lease, ...] = ()    # lease rows to make durable before sending the reply
     event: str | None = None           # one info-level log line (ACK/NAK/DECLINE/RELEASE)
     debug: str | Callable[[], str] | None = None  # per-packet detail (callable: built lazily)
+    throttle: str | None = None        # events with the same key: at most one line a minute
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,8 @@ class Machine:
             ip = self.leases.allocate(subnet.pool, info.key, requested, now,
                                       self._taken_for(None), subnet.network)
             if ip is None:
-                return Outcome(event=f"no free address in {subnet.network} for {info.mac} {where}")
+                return Outcome(event=f"no free address in {subnet.network} for {info.mac} {where}",
+                               throttle=f"pool {subnet.network}")   # a flood: not a line each
         hostname = plan.hostname if plan is not None else None
         self.leases.offer(ip, info.key, info.mac, hostname, now + OFFER_HOLD, now)
         reply = self._reply(msg, O.OFFER, arrival, subnet, server_id, info, plan, ip)
@@ -252,6 +254,9 @@ class Machine:
                 return Outcome(debug=f"REQUEST from {info.mac} chose server {sid}")
             ip = requested or (msg.ciaddr if msg.ciaddr != ZERO else None)
             state = "SELECTING"
+            if ip is None:          # RFC 2131 4.3.2: SELECTING MUST name the address
+                return self._nak(msg, arrival, server_id, info, where, None,
+                                 "SELECTING: no address requested")
         elif requested is not None and msg.ciaddr == ZERO:
             ip, state = requested, "INIT-REBOOT"
         elif msg.ciaddr != ZERO:

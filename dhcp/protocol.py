@@ -180,6 +180,7 @@ class DhcpHandler:
         self.on_lease = on_lease
         self.neighbour = neighbour            # (ifindex, ip, mac) → None; for unicast offers
         self._warned: dict[object, float] = {}
+        self._throttled: dict[str, tuple[float | None, int]] = {}   # key → (last logged, hidden since)
         self.debug = debug  # per-packet lines cost CPU even when filtered out later
         self.counts = {"received": 0, "malformed": 0, "replies": 0}
 
@@ -217,7 +218,7 @@ class DhcpHandler:
                     self.neighbour(reply.interface, reply.dest, reply.message.chaddr)
                 port.send(reply)
                 self.counts["replies"] += 1
-            if outcome.event:
+            if outcome.event and self._loud(outcome.throttle):
                 log.info("{e}", e=outcome.event)
             if self.on_lease is not None:
                 for lease in outcome.changes:
@@ -227,6 +228,20 @@ class DhcpHandler:
             self.commit.submit(outcome.changes, send)
         else:
             send()
+
+    def _loud(self, key: str | None) -> bool:
+        """Whether to log an event; a throttled kind once a minute, saying how many were not."""
+        if key is None:
+            return True
+        now = self.clock()
+        last, hidden = self._throttled.get(key, (None, 0))
+        if last is not None and now - last < WARN_INTERVAL:
+            self._throttled[key] = (last, hidden + 1)
+            return False
+        if hidden:
+            log.info("{n} more like the next line in the last {s:.0f} s", n=hidden, s=now - last)
+        self._throttled[key] = (now, 0)
+        return True
 
     def _warn_malformed(self, who, src, ifname, error, now) -> None:
         last = self._warned.get(who)

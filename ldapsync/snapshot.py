@@ -63,6 +63,8 @@ def read(path: Path) -> Snapshot | None:
         return None
     except OSError as exc:
         raise SnapshotError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{path} is damaged (not UTF-8 at byte {exc.start})") from None
     try:
         data = json.loads(text)
         if data.get("format") != FORMAT:

@@ -11,6 +11,13 @@ import re
 from dataclasses import dataclass
 
 _SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_BIG = 1 << 63      # past the end of any file
+
+
+def _number(digits: str) -> int:
+    """A byte position; never int() of thousands of digits (Python refuses > 4300: a 500)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _BIG
 
 
 @dataclass(frozen=True)
@@ -40,16 +47,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
         return None
     first, last = match[1], match[2]
     if first == "":                                   # suffix: the last N bytes
-        count = int(last)
+        count = _number(last)
         if count == 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - count), size - 1
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _number(first)
+    if last != "" and _number(last) < start:
         return None                                   # invalid spec: ignore the header
     if start >= size:
         return "unsatisfiable"
-    end = size - 1 if last == "" else min(int(last), size - 1)
+    end = size - 1 if last == "" else min(_number(last), size - 1)
     return start, end
 
 

@@ -20,7 +20,7 @@ def send_error(request, code: int, reason: str, *, level: str = "info", headers:
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     for name, value in (headers or {}).items():
         request.setHeader(name.encode(), str(value).encode())
-    body = f"{code} {reason}\n".encode()
+    body = f"{code} {reason}\n".encode("utf-8", "replace")  # reason may quote undecodable bytes
     request.setHeader(b"Content-Length", str(len(body)).encode())
     getattr(log, level)("HTTP {client} {method} {path} {code}: {reason}", client=client_ip(request),
                         method=request.method.decode("latin-1"),

@@ -15,6 +15,11 @@ log = Logger(namespace="bootserverd.tftp")
 _KIND_CODE = {"not-found": codec.E_NOT_FOUND, "access-denied": codec.E_ACCESS}
 
 
+def _policy(config) -> Policy:
+    return Policy(max_blksize=config.max_blksize, max_windowsize=config.max_windowsize,
+                  timeout=config.timeout, retries=config.retries)
+
+
 def format_record(r: TransferRecord) -> str:
     opts = " ".join(f"{k}={v}" for k, v in r.options) or "no options"
     return (f"TFTP {r.client}:{r.port} {r.filename!r} ({r.mode}): {r.bytes} bytes in "
@@ -38,11 +43,39 @@ class TFTPService(Service):
         self.transfers_ok = 0
         self.transfers_failed = 0
         self.bytes_sent = 0
-        policy = Policy(max_blksize=config.max_blksize, max_windowsize=config.max_windowsize,
-                        timeout=config.timeout, retries=config.retries)
-        self.protocol = TFTPServerProtocol(
-            self._open, policy, reactor, max_transfers=config.max_transfers,
+        self.protocol = self._make_protocol(config)
+        self._draining: list[TFTPServerProtocol] = []   # old listeners' transfers (SIGHUP)
+
+    def _make_protocol(self, config) -> TFTPServerProtocol:
+        return TFTPServerProtocol(
+            self._open, _policy(config), self.reactor, max_transfers=config.max_transfers,
             max_per_client=config.max_transfers_per_client, on_finish=self._finished)
+
+    def reconfigure(self, config) -> None:
+        """SIGHUP: new limits and options apply to new transfers; running transfers keep
+        theirs. A new listen address is opened before the old one closes."""
+        old = self.config
+        self.config = config
+        p = self.protocol
+        p.policy = _policy(config)
+        p.max_transfers = config.max_transfers
+        p.max_per_client = config.max_transfers_per_client
+        if config.listen != old.listen and self.port is not None:
+            # A DatagramProtocol serves one port at a time: the new listener gets a fresh one;
+            # transfers started on the old one finish there.
+            new = self._make_protocol(config)
+            port = self.reactor.listenUDP(config.listen.port, new, interface=config.listen.host)
+            self.port.stopListening()
+            self._draining = [d for d in self._draining if d.transfers] + \
+                ([p] if p.transfers else [])
+            self.port, self.protocol = port, new
+            log.info("TFTP listening on {host}:{port} instead of {old}", host=config.listen.host,
+                     port=port.getHost().port, old=str(old.listen))
+
+    def status(self) -> dict:
+        return {"active_transfers": self.active_transfers, "transfers_ok": self.transfers_ok,
+                "transfers_failed": self.transfers_failed, "bytes_sent": self.bytes_sent,
+                "rrq_dropped_busy": self.protocol.refused_busy}
 
     def _open(self, path: str, client_ip: str):
         try:
@@ -73,7 +106,7 @@ class TFTPService(Service):
 
     @property
     def active_transfers(self) -> int:
-        return len(self.protocol.transfers)
+        return len(self.protocol.transfers) + sum(len(d.transfers) for d in self._draining)
 
     def startService(self) -> None:
         listen = self.config.listen
@@ -84,7 +117,9 @@ class TFTPService(Service):
 
     def stopService(self):
         super().stopService()
-        self.protocol.abort_all()
+        for p in [*self._draining, self.protocol]:
+            p.abort_all()
+        self._draining = []
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()

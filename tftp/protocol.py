@@ -13,8 +13,8 @@ from typing import Callable
 
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol
-from zope.interface import implementer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from . import codec
 from .session import Finish, Policy, ReadSession, SendBlocks, SendPacket, SetTimer
@@ -286,10 +286,10 @@ class _ShortRead(Exception):
 
 
 class TFTPServerProtocol(DatagramProtocol):
-    noisy = False
-
     """The listening port. `open_file(path, client_ip)` returns an object with `.size`,
     `.read(offset, length)` and `.close()`, or raises FileUnavailable."""
+
+    noisy = False
 
     def __init__(self, open_file: Callable, policy: Policy = Policy(), reactor=None,
                  max_transfers: int = 256, max_per_client: int = 8,

@@ -36,6 +36,10 @@ class Policy:
     timeout: float = 1.0        # first retransmission interval, seconds
     retries: int = 5            # retransmissions of one window before giving up
     max_interval: float = 16.0  # back-off ceiling (never below the negotiated timeout)
+    # Payload bytes per window. A window arrives as one burst; beyond the receiver's socket
+    # buffer (Linux default 208 KiB, ~12 datagrams of 8 KiB counting overhead) its tail is
+    # dropped on every window. 64 KiB keeps 1468 x 44 and 8192 x 8.
+    max_window_bytes: int = 64 * 1024
 
 
 # ---- actions ---------------------------------------------------------------------------
@@ -103,9 +107,12 @@ def negotiate(options, size: int, policy: Policy) -> Negotiated:
             timeout = _int_option(name, value, 1, 255)
             granted.append((name, str(timeout)))
         elif name == "windowsize":
-            v = _int_option(name, value, 1, MAX_WINDOWSIZE)
-            windowsize = min(v, max(policy.max_windowsize, 1))
-            granted.append((name, str(windowsize)))
+            windowsize = _int_option(name, value, 1, MAX_WINDOWSIZE)
+            granted.append((name, None))   # value fixed below, once blksize is known
+    if any(n == "windowsize" for n, _ in granted):
+        windowsize = max(1, min(windowsize, policy.max_windowsize,
+                                policy.max_window_bytes // blksize))
+        granted = [(n, str(windowsize) if n == "windowsize" else v) for n, v in granted]
     return Negotiated(blksize, windowsize, timeout, tuple(granted))
 
 

@@ -112,7 +112,7 @@ def test_option_refused_is_error_8(client):
 def test_oack_only_grants_what_is_allowed(client):
     client.rrq("f.bin", blksize=9000, windowsize=500, frobnicate=1, timeout=2)
     p, tid = client.recv()
-    assert p == OAck((("blksize", "1468"), ("windowsize", "64"), ("timeout", "2")))
+    assert p == OAck((("blksize", "1468"), ("windowsize", "44"), ("timeout", "2")))
     client.send(codec.encode(Ack(0)), tid)
     got = client.recv_all(0.2)          # the whole file is one window of 2 blocks
     assert [(p.block, len(p.payload)) for p, _ in got] == [(1, 1468), (2, 512 * 4 + 100 - 1468)]
@@ -225,3 +225,31 @@ def test_netascii_is_refused_for_image_sized_files(server):
     finally:
         c.close()
         (server.root / "huge.img").unlink()
+
+
+def test_sighup_reconfigure_moves_the_listener_and_keeps_transfers(tmp_path):
+    import signal
+    from tftp_support import free_udp_port
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_bytes(b"x" * 5000)
+    new_port = free_udp_port()
+    s = Server(root, "--on-hup", f'{{"max_blksize": 2048, "listen": "127.0.0.1:{new_port}"}}')
+    a = RawClient(s.port)
+    b = RawClient(new_port)
+    try:
+        a.rrq("f", blksize=4096)
+        assert a.recv()[0] == OAck((("blksize", "1468"),))
+        tid = next(iter(a.tids))
+        s.proc.send_signal(signal.SIGHUP)
+        assert s.proc.stdout.readline().strip() == f"PORT {new_port}"
+        a.send(codec.encode(Ack(0)), tid)                 # the running transfer carries on
+        p, _ = a.recv()
+        assert p == Data(1, b"x" * 1468)
+        b.rrq("f", blksize=4096)                          # new limits on the new port
+        assert b.recv()[0] == OAck((("blksize", "2048"),))
+        a.rrq("f")                                        # old port closed: no answer
+        assert a.recv(0.5) == (None, None)
+    finally:
+        a.close(), b.close()
+        s.stop()

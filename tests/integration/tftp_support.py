@@ -108,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--inventory", default="{}", help="JSON, see make_boot_files")
     ap.add_argument("--quiet", action="store_true", help="no per-transfer log lines")
     ap.add_argument("--profile", type=Path, help="write cProfile stats here at exit")
+    ap.add_argument("--on-hup", default=None,
+                    help='JSON of TftpConfig fields ("listen": "HOST:PORT") applied on SIGHUP')
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
 
@@ -132,6 +134,18 @@ def main(argv=None) -> int:
     svc = TFTPService(cfg, boot_files, reactor=reactor)
     svc.startService()
     print(f"PORT {svc.port.getHost().port}", flush=True)
+    if a.on_hup:
+        import dataclasses
+        import signal
+        changes = json.loads(a.on_hup)
+        if "listen" in changes:
+            host, _, port = changes["listen"].rpartition(":")
+            changes["listen"] = Listen(host, int(port))
+
+        def hup(*_):
+            svc.reconfigure(dataclasses.replace(svc.config, **changes))
+            print(f"PORT {svc.port.getHost().port}", flush=True)
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(hup))
     reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
     reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, state, True)
     if a.profile:

@@ -45,7 +45,7 @@ def test_oack_carries_only_granted_options_then_ack0_starts():
     acts = s.start(10.0)
     assert acts == (SendPacket(codec.encode(codec.OAck((("blksize", "1468"), ("tsize", "5000"),
                                                          ("timeout", "3"),
-                                                         ("windowsize", "64"))))),
+                                                         ("windowsize", "44"))))),
                     SetTimer(13.0))
     assert s.on_ack(1, 10.1) == ()          # not ACK 0: ignored
     assert s.on_ack(0, 10.2) == (SendBlocks(1, 4), SetTimer(13.2))   # 5000/1468 -> 4 blocks
@@ -58,6 +58,15 @@ def test_tsize_not_granted_for_an_empty_file():
 
 def test_only_unknown_options_means_no_oack():
     assert session(10, ("multicast", ""))  .start(0) == (SendBlocks(1, 1), SetTimer(1.0))
+
+
+def test_window_is_bounded_in_bytes_so_a_burst_fits_a_socket_buffer():
+    pol = Policy(max_blksize=65464, max_windowsize=64)
+    assert negotiate((("windowsize", "16"), ("blksize", "8192")), 1, pol).windowsize == 8
+    assert negotiate((("windowsize", "16"), ("blksize", "65464")), 1, pol).windowsize == 1
+    assert negotiate((("windowsize", "16"),), 1, pol).windowsize == 16          # 512-byte blocks
+    assert negotiate((("windowsize", "64"), ("blksize", "1468")), 1, pol).granted == \
+        (("windowsize", "44"), ("blksize", "1468"))
 
 
 def test_blksize_bounds():

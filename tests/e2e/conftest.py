@@ -1,0 +1,26 @@
+"""End-to-end boots. ``make test`` runs the fast ones (tiny image: BIOS iPXE+HTTP, BIOS
+pxelinux+TFTP, UEFI); tests marked ``slow`` (the real Debian image) run only when
+BOOTSERVERD_E2E_SLOW=1 (``make e2e``) or when asked for with ``-m slow``."""
+
+import os
+
+import pytest
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long end-to-end boot, run by `make e2e`")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("BOOTSERVERD_E2E_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from tests.e2e.build_image import tiny_image
+    return tiny_image()

@@ -1,0 +1,226 @@
+"""The boot lab: two network namespaces made here (server, client), a bridge and a tap in the
+client namespace, bootserverd alone in the server namespace serving DHCP, TFTP, HTTP and NBD,
+and qemu (TCG) PXE-booting from the tap. Everything is deleted on close; every wait is bounded.
+
+    client ns:  qemu ── tap ── br ── veth ═══ veth (10.47.0.1/24) :server ns (bootserverd, RA)
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
+
+from netns import Netns, veth  # noqa: E402  (tests/integration/netns.py)
+from tests.support.config import write_config  # noqa: E402
+from tests.support.daemon import Daemon  # noqa: E402
+
+SERVER_IP = "10.47.0.1"
+NETWORK = "10.47.0.0/24"
+SERVER_IF = "e2esrv"
+DEVICE_MAC = "52:54:00:e2:e2:01"
+HOSTNAME = "e2e-pc1"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+KERNEL_ARGS = "console=ttyS0,115200 panic=-1"
+
+
+class NsDaemon(Daemon):
+    """tests/support/daemon.Daemon, started inside a namespace (`ip netns exec` execs, so the
+    Popen PID is the daemon's own and SIGTERM reaches it)."""
+
+    def __init__(self, ns: Netns, config: Path):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "BOOTSERVERD_ALLOW_ROOT": "1"}
+        env.pop("JOURNAL_STREAM", None)
+        self.proc = subprocess.Popen(ns.cmd([sys.executable, "-m", "bootserverd", "run", "--config",
+                                             str(config)]), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        self._queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def log(self) -> str:
+        """Every line so far (drains the queue without waiting)."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return "\n".join(self.lines)
+            if line is None:
+                return "\n".join(self.lines)
+            self.lines.append(line)
+
+
+@dataclass
+class BootResult:
+    marker: str | None
+    seconds: float
+    console: list[str] = field(default_factory=list)
+
+
+class Qemu:
+    """One guest; its serial console read line by line in a thread."""
+
+    def __init__(self, argv: list[str]):
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self.console: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for raw in self.proc.stdout:
+            self._queue.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        self._queue.put(None)
+
+    def wait_for(self, markers: tuple[str, ...], timeout: float, echo=None) -> tuple[str | None, str | None]:
+        """(marker found, its line) or (None, None) at timeout or when qemu exits."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                return None, None
+            self.console.append(line)
+            if echo is not None:
+                echo(line)
+            for marker in markers:
+                if marker in line:
+                    return marker, line
+        return None, None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+class BootLab:
+    def __init__(self, tmp: Path, image_path: Path, image_name: str, *, boot: dict | None = None,
+                 devices: list[dict] | None = None):
+        self.tmp = tmp
+        self.image_name = image_name
+        self.server = self.client = None
+        self.daemon: NsDaemon | None = None
+        self.ra: subprocess.Popen | None = None
+        self.guests: list[Qemu] = []
+        self.devices = devices if devices is not None else [
+            {"mac": DEVICE_MAC, "hostname": HOSTNAME, "type": "thinclient", "image": image_name}]
+        self.boot_section = {"kernel_args": KERNEL_ARGS, **(boot or {})}
+        self._image_path = image_path
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> "BootLab":
+        try:
+            self._network()
+            self._serve()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _network(self) -> None:
+        self.server, self.client = Netns("e2es"), Netns("e2ec")
+        veth(self.server, SERVER_IF, self.client, "uplink")
+        self.server.ip("addr", "add", f"{SERVER_IP}/24", "dev", SERVER_IF)
+        c = self.client
+        c.ip("link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+        c.ip("tuntap", "add", "dev", "tap0", "mode", "tap")
+        for link in ("uplink", "tap0"):
+            c.ip("link", "set", link, "master", "br0")
+        for link in ("br0", "tap0"):
+            c.ip("link", "set", link, "up")
+
+    def _serve(self) -> None:
+        from bootserverd.populate import populate
+        images = self.tmp / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self._image_path, images / f"{self.image_name}.img")
+        old = time.time() - 60                 # settled: no settle wait before publishing
+        os.utime(images / f"{self.image_name}.img", (old, old))
+        populate(self.tmp / "tftp")
+        self.config = write_config(
+            self.tmp, {"devices": self.devices},
+            server={"address": SERVER_IP, "state_dir": "../state"},
+            tftp={"enabled": True, "listen": f"{SERVER_IP}:69", "root": "../tftp"},
+            nbd={"enabled": True, "listen": f"{SERVER_IP}:10809"},
+            http={"enabled": True, "listen": f"{SERVER_IP}:8080"},
+            dhcp={"enabled": True, "interfaces": [SERVER_IF],
+                  "subnets": [{"network": NETWORK, "pool": "10.47.0.100-10.47.0.150", "lease_time": 3600}]},
+            boot=self.boot_section)
+        self.daemon = NsDaemon(self.server, self.config)
+        self.daemon.wait_for("bootserverd started", timeout=30)
+        self.daemon.wait_for(f"{self.image_name}", timeout=30)    # the image is published
+        self.ra = self.server.popen([sys.executable, str(Path(__file__).with_name("ra.py")), SERVER_IF, "900"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        for guest in self.guests:
+            guest.stop()
+        if self.ra is not None and self.ra.poll() is None:
+            self.ra.send_signal(signal.SIGTERM)
+            self.ra.wait(10)
+        if self.daemon is not None:
+            self.daemon.stop()
+        for ns in (self.client, self.server):
+            if ns is not None:
+                ns.delete()
+
+    def __enter__(self) -> "BootLab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- guests -----------------------------------------------------------------------------
+    def qemu_argv(self, firmware: str = "bios", nic: str = "virtio-net-pci", mac: str = DEVICE_MAC,
+                  memory: int = 512) -> list[str]:
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory), "-smp", "1",
+                "-nodefaults", "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
+                "-no-reboot", "-boot", "n",
+                "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]
+        if firmware == "uefi":
+            vars_copy = self.tmp / f"OVMF_VARS.{len(self.guests)}.fd"
+            shutil.copyfile(OVMF_VARS, vars_copy)
+            argv += ["-machine", "q35",
+                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                     "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+                     # the firmware's own PXE (no iPXE option ROM): arch 7 → ipxe.efi over TFTP
+                     "-device", f"{nic},netdev=n0,mac={mac},romfile="]
+        else:
+            argv += ["-machine", "pc", "-device", f"{nic},netdev=n0,mac={mac}"]
+        return self.client.cmd(argv)
+
+    def boot(self, timeout: float = 150, echo=None, **kw) -> BootResult:
+        from tests.e2e.build_image import FAIL, MARKER
+        guest = Qemu(self.qemu_argv(**kw))
+        self.guests.append(guest)
+        try:
+            found, line = guest.wait_for((MARKER, FAIL), timeout, echo)
+            seconds = time.monotonic() - guest.started
+        finally:
+            guest.stop()
+        return BootResult(line if found == MARKER else None, seconds, guest.console)
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """``bootserverd ARGS -c CONFIG`` run inside the server namespace."""
+        return self.server.run([sys.executable, "-m", "bootserverd", args[0], "-c", str(self.config), *args[1:]],
+                               timeout=timeout, cwd=REPO)
+
+    def explain(self, result: BootResult) -> str:
+        """What a failed assertion shows: the guest's console tail and the server's log."""
+        return ("guest console (last 40 lines):\n" + "\n".join(result.console[-40:]) +
+                "\n\nbootserverd log:\n" + (self.daemon.log() if self.daemon else ""))
