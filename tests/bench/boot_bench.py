@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import os
 import signal
 import statistics
 import subprocess
@@ -45,9 +46,10 @@ class ReferenceLab(BootLab):
         populate(tftp)
         image = self.tmp / f"{self.image_name}.img"
         subprocess.run(["cp", str(self._image_path), str(image)], check=True)
-        for name in ("vmlinuz", "initrd.img"):      # the reference needs them outside the image
-            subprocess.run(["unsquashfs", "-f", "-d", str(self.tmp / "x"), str(image), f"boot/{name}"],
-                           check=True, capture_output=True)
+        # the reference needs kernel and initrd outside the image
+        subprocess.run(["unsquashfs", "-f", "-d", str(self.tmp / "x"), str(image), "boot"],
+                       check=True, capture_output=True)
+        for name in ("vmlinuz", "initrd.img"):
             (tftp / name).write_bytes((self.tmp / "x" / "boot" / name).resolve().read_bytes())
         cmdline = f"root=/dev/nbd0 nbdroot={SERVER_IP}:10809/{self.image_name} ip=dhcp ro {KERNEL_ARGS}"
         (tftp / "boot.ipxe").write_text(f"#!ipxe\nkernel tftp://{SERVER_IP}/vmlinuz initrd=initrd.img {cmdline}\n"
@@ -56,7 +58,8 @@ class ReferenceLab(BootLab):
         (tftp / "pxelinux.cfg" / "default").write_text(
             f"DEFAULT linux\nLABEL linux\n  KERNEL vmlinuz\n  INITRD initrd.img\n  APPEND {cmdline}\n")
         conf = self.tmp / "nbd-server.conf"
-        conf.write_text(f"[generic]\n  allowlist = true\n[{self.image_name}]\n  exportname = {image}\n  readonly = true\n")
+        conf.write_text(f"[generic]\n  listenaddr = {SERVER_IP}\n  port = 10809\n"
+                        f"[{self.image_name}]\n  exportname = {image}\n  readonly = true\n")
         boot = "boot.ipxe" if self.path == "ipxe" else "pxelinux.0"
         self.procs.append(self.server.popen(
             ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", f"--interface={SERVER_IF}",
@@ -65,8 +68,9 @@ class ReferenceLab(BootLab):
              f"--dhcp-host={DEVICE_MAC},{HOSTNAME}", "--enable-tftp", f"--tftp-root={tftp}",
              "--dhcp-match=set:ipxe,175", "--dhcp-option-force=tag:ipxe,encap:175,176,1",
              f"--dhcp-boot={boot}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.procs.append(self.server.popen(["nbd-server", "-C", str(conf), "-d", f"{SERVER_IP}@10809"],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # as deployed: nbd-server daemonizes and forks per client (-d mode hangs nbd-client here)
+        self.pidfile = self.tmp / "nbd-server.pid"
+        self.server.run(["nbd-server", "-C", str(conf), "-p", str(self.pidfile)], timeout=10, check=True)
         time.sleep(1)
         for proc in self.procs:
             if proc.poll() is not None:
@@ -74,8 +78,29 @@ class ReferenceLab(BootLab):
         self.ra = self.server.popen([sys.executable, str(REPO / "tests/e2e/ra.py"), SERVER_IF, "900"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def _nbd_server_pids(self) -> list[int]:
+        """The daemon (from its pidfile) and the children it forked for clients."""
+        try:
+            parent = int(self.pidfile.read_text())
+        except (OSError, ValueError, AttributeError):
+            return []
+        pids = [parent]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                pids.append(int(stat.parent.name))
+        return pids
+
     def close(self) -> None:
-        for proc in self.procs:       # nbd-server ignores SIGTERM with a client attached
+        for pid in self._nbd_server_pids():   # SIGTERM is ignored with a client attached
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)

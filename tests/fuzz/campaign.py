@@ -40,7 +40,7 @@ def main() -> int:
     figures.record("fuzz", "Fuzzing (atheris, coverage-guided)", rows,
                    "Targets in tests/fuzz/fuzz_*.py, seeds in tests/fuzz/corpus/. Crashes found while "
                    "the targets were written are fixed and kept as tests/unit/test_regress_*.py and as "
-                   "corpus files; see docs/security.md.")
+                   "corpus files; see docs/security.md.", full=runs >= 10**6)
     return 1 if total_crashes else 0
 
 

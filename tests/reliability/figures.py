@@ -23,13 +23,15 @@ def scale(short, full):
     return full if FULL else short
 
 
-def record(name: str, title: str, rows: list[tuple[str, object]], note: str = "") -> None:
+def record(name: str, title: str, rows: list[tuple[str, object]], note: str = "",
+           full: bool | None = None) -> None:
     directory = os.environ.get(ENV)
     if not directory:
         return
     path = Path(directory) / f"{name}.json"
     path.write_text(json.dumps({"title": title, "rows": [[k, str(v)] for k, v in rows],
-                                "note": note, "full": FULL, "at": time.time()}, indent=1))
+                                "note": note, "full": FULL if full is None else full,
+                                "at": time.time()}, indent=1))
 
 
 def peak_rss_kib(pid: int) -> int:

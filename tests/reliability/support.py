@@ -51,6 +51,18 @@ def start_daemon(tmp: Path, image_mb: int = 16, tftp: dict | None = None, nbd: d
     return daemon, ports
 
 
+def log_lines(daemon: Daemon) -> list[str]:
+    """Every line the daemon wrote so far (the harness only keeps what wait_for read)."""
+    import queue
+    while True:
+        try:
+            line = daemon._queue.get_nowait()
+        except queue.Empty:
+            return daemon.lines
+        if line is not None:
+            daemon.lines.append(line)
+
+
 def established(port: int) -> int:
     """Server-side ESTABLISHED TCP connections on a local port (from /proc/net/tcp)."""
     count = 0

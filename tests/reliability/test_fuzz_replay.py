@@ -13,7 +13,7 @@ import pytest
 from tests.fuzz import harness
 from tests.integration.nbd_support import PEER_CWD, peer_env
 from tests.reliability import figures
-from tests.reliability.support import IMAGE, start_daemon
+from tests.reliability.support import IMAGE, log_lines, start_daemon
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -69,13 +69,13 @@ def test_daemon_serves_real_clients_after_fuzz_traffic(tmp_path):
                                f"http://127.0.0.1:{ports['http']}/images/{IMAGE}.img"], capture_output=True, text=True)
         nbd = subprocess.run(["nbdinfo", "--size", f"nbd://127.0.0.1:{ports['nbd']}/{IMAGE}"], capture_output=True,
                              text=True, timeout=20, cwd=PEER_CWD, env=peer_env())
-        lines = list(daemon.lines)
+        lines = list(log_lines(daemon))
     finally:
         daemon.stop()
     image_size = (tmp_path / "images" / f"{IMAGE}.img").stat().st_size
     assert tftp.stdout == "300000" and int(http.stdout or 0) == image_size, (tftp, http)
     assert nbd.returncode == 0 and int(nbd.stdout) == image_size, nbd
-    text = "\n".join(lines + daemon.lines)
+    text = "\n".join(lines + log_lines(daemon))
     assert "Traceback" not in text and "internal error" not in text, text[-3000:]
     figures.record("fuzz_service", "The real service after fuzz traffic (daemon as shipped, loopback)", [
         ("sent", f"{sent['tftp']} TFTP datagrams, {sent['nbd']} NBD streams, {sent['http']} HTTP requests "

@@ -20,7 +20,7 @@ class Daemon:
         env.pop("JOURNAL_STREAM", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "bootserverd", "run", "--config", str(config),
                                       *extra_args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, errors="replace")
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
