@@ -52,14 +52,8 @@ def _http(app: "BootServer") -> Service:
     service = HTTPService(app.config.http, server=app.config.server, images=app.images,
                           boot_files=app.boot_files, model=app.model, resolver=app.resolver,
                           state_dir=app.config.server.state_dir, reactor=app.reactor,
-                          metrics=app.metrics, extra_status=app.status_sections)
-    # HTTPService has no on_transfer hook yet: tee its file sender's callback to the report
-    own = service.sender.on_transfer
-
-    def on_transfer(record):
-        own(record)
-        app.boot_report.http_transfer(record)
-    service.sender.on_transfer = on_transfer
+                          metrics=app.metrics, extra_status=app.status_sections,
+                          on_transfer=app.boot_report.http_transfer)
     return service
 
 

@@ -149,6 +149,7 @@ class DhcpConfig:
     listen_port: int = field(default=67, metadata={"min": 1, "max": 65535})
     proxy_port: int = field(default=4011, metadata={"min": 1, "max": 65535})
     unicast_offers: bool = False     # unicast to yiaddr via a neighbour entry (needs CAP_NET_ADMIN)
+    match_client_id: bool = False    # key leases on option 61 (RFC 2131) instead of the MAC
     decline_hold: float = field(default=600.0, metadata={"min": 0.0, "max": 86400.0})
 
     def check(self, ctx: Context, key: str) -> None:

@@ -3,7 +3,7 @@
   dhcp  a PXE DISCOVER (built with scapy) broadcast on the interface; every server that
         answers is listed. A second DHCP server on the LAN (a pupil's home router) is the
         classic outage: in server mode any other answer fails the check.
-  tftp  the BIOS boot loader downloaded with tftpy's client.
+  tftp  the BIOS boot loader downloaded with a plain RFC 1350 client.
   nbd   newstyle handshake for the default (or first) image and its first 4 KiB read.
   http  GET /status.
 Prints a table and exits 1 when a check fails.
@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import struct
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -110,19 +109,34 @@ def check_dhcp(config: configmod.Config, interface: str) -> Check:
 # -- TFTP ----------------------------------------------------------------------------------------
 def check_tftp(config: configmod.Config) -> Check:
     def run():
-        import logging
-
-        import tftpy
-        logging.getLogger("tftpy").setLevel(logging.CRITICAL)
         name = config.boot.loaders.bios
         host = _host(config.tftp.listen, config)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "file"
-            client = tftpy.TftpClient(host, config.tftp.listen.port, options={"blksize": 1428})
-            client.download(name, str(out), timeout=2, retries=2)
-            size = out.stat().st_size
+        size = tftp_download_size(host, config.tftp.listen.port, name)
         return size > 0, f"{name}: {size} bytes from {host}:{config.tftp.listen.port}"
     return _timed("tftp", run)
+
+
+def tftp_download_size(host: str, port: int, name: str, timeout: float = 2.0, max_blocks: int = 1 << 16) -> int:
+    """A plain RFC 1350 lock-step read with our own codec (Debian has no python3-tftpy):
+    the byte count, or an exception saying what went wrong."""
+    from tftp import codec
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(codec.encode(codec.Request(codec.RRQ, name, "octet")), (host, port))
+        size, expected = 0, 1
+        for _ in range(max_blocks):
+            packet, peer = sock.recvfrom(65536)
+            reply = codec.decode(packet)
+            if isinstance(reply, codec.Error):
+                raise RuntimeError(f"TFTP error {reply.code}: {reply.message}")
+            if not isinstance(reply, codec.Data) or reply.block != expected & 0xFFFF:
+                continue
+            size += len(reply.payload)
+            sock.sendto(codec.encode(codec.Ack(reply.block)), peer)
+            if len(reply.payload) < 512:
+                return size
+            expected += 1
+        raise RuntimeError(f"more than {max_blocks} blocks")
 
 
 # -- NBD -----------------------------------------------------------------------------------------

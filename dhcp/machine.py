@@ -108,6 +108,10 @@ class Policy:
     server_address: IPv4Address | None = None  # fallback server id / next-server
     unicast_offers: bool = False       # unicast to yiaddr (needs a neighbour entry) vs broadcast
     decline_hold: float = DECLINE_HOLD
+    # False: a lease follows the MAC. A PXE boot is three DHCP clients in a row (firmware,
+    # iPXE, the initramfs) and they send different client identifiers (61) or none; keyed on
+    # 61 each would take its own address (as under OVMF). True: RFC 2131's client identifier.
+    match_client_id: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,12 @@ class ClientInfo:
     pxe: bool
 
 
-def client_info(msg: Message) -> ClientInfo:
+def client_info(msg: Message, match_client_id: bool = True) -> ClientInfo:
     arches = O.to_u16s(msg.get(O.CLIENT_ARCH))
     vendor = msg.get(O.VENDOR_CLASS) or b""
     ipxe = b"iPXE" in O.user_classes(msg.get(O.USER_CLASS)) or msg.get(O.IPXE_ENCAP) is not None
-    return ClientInfo(msg.mac, msg.client_key, arches[0] if arches else None, ipxe,
+    key = msg.client_key if match_client_id else bytes((msg.htype,)) + msg.chaddr
+    return ClientInfo(msg.mac, key, arches[0] if arches else None, ipxe,
                       vendor.startswith(b"PXEClient") or bool(arches))
 
 
@@ -221,7 +226,7 @@ class Machine:
 
     # -- message handlers ------------------------------------------------------------------
     def _discover(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
-        info = client_info(msg)
+        info = client_info(msg, self.policy.match_client_id)
         plan = self._plan(info, None)
         if not self._admit(info, plan):
             return Outcome(debug=f"DISCOVER from {info.mac} {where}: unknown client, not served")
@@ -245,7 +250,7 @@ class Machine:
         return Outcome(reply=reply, debug=lambda: f"OFFER {ip} to {info.mac} {where}")
 
     def _request(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
-        info = client_info(msg)
+        info = client_info(msg, self.policy.match_client_id)
         sid = O.to_ip(msg.get(O.SERVER_ID))
         requested = O.to_ip(msg.get(O.REQUESTED_IP))
         if sid is not None:                      # SELECTING
@@ -324,7 +329,7 @@ class Machine:
                        event=f"NAK {ip or '-'} to {info.mac} {where}: {why}")
 
     def _decline(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
-        info = client_info(msg)
+        info = client_info(msg, self.policy.match_client_id)
         sid = O.to_ip(msg.get(O.SERVER_ID))
         ip = O.to_ip(msg.get(O.REQUESTED_IP))
         if ip is None or (sid is not None and sid != server_id):
@@ -337,7 +342,7 @@ class Machine:
                        f"address in use, quarantined {int(self.policy.decline_hold)} s")
 
     def _release(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
-        info = client_info(msg)
+        info = client_info(msg, self.policy.match_client_id)
         sid = O.to_ip(msg.get(O.SERVER_ID))
         if sid is not None and sid != server_id:
             return Outcome(debug=f"RELEASE from {info.mac} for server {sid}")
@@ -348,7 +353,7 @@ class Machine:
                        f"({lease.hostname or '-'}) {where}")
 
     def _inform(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
-        info = client_info(msg)
+        info = client_info(msg, self.policy.match_client_id)
         plan = self._plan(info, msg.ciaddr if msg.ciaddr != ZERO else None)
         if not self._admit(info, plan):
             return Outcome(debug=f"INFORM from {info.mac}: unknown client, not served")
@@ -357,7 +362,7 @@ class Machine:
 
     # -- proxyDHCP (PXE spec 2.1 §2.2) -------------------------------------------------------
     def _proxy(self, msg, kind, arrival) -> Outcome:
-        info = client_info(msg)
+        info = client_info(msg, self.policy.match_client_id)
         if not info.pxe:
             return Outcome(debug=f"proxy: {info.mac} is not a PXE client")
         if arrival.port == PXE_PORT:
@@ -369,7 +374,7 @@ class Machine:
         return self._pxe_boot_server(msg, kind, arrival)
 
     def _pxe_boot_server(self, msg, kind, arrival) -> Outcome:
-        info = client_info(msg)
+        info = client_info(msg, self.policy.match_client_id)
         client_ip = msg.ciaddr if msg.ciaddr != ZERO else None
         plan = self._plan(info, client_ip)
         if not self._admit(info, plan) or not info.pxe:

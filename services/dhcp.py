@@ -26,7 +26,8 @@ def _policy(config, server) -> Policy:
                   unknown_clients=config.unknown_clients,
                   subnets=tuple(Subnet.from_config(s) for s in config.subnets),
                   server_address=IPv4Address(str(address)) if address else None,
-                  unicast_offers=config.unicast_offers, decline_hold=config.decline_hold)
+                  unicast_offers=config.unicast_offers, decline_hold=config.decline_hold,
+                  match_client_id=config.match_client_id)
 
 
 class DHCPService(Service):

@@ -99,7 +99,7 @@ class HTTPService(Service):
     name = "http"
 
     def __init__(self, config, *, server, images, boot_files, model, resolver, state_dir: Path,
-                 reactor=None, metrics=None, extra_status=None):
+                 reactor=None, metrics=None, extra_status=None, on_transfer=None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -115,6 +115,7 @@ class HTTPService(Service):
             metrics = Metrics()
         self.metrics = metrics
         self.extra_status = extra_status      # () -> {section: dict}: directory, dhcp, ...
+        self.on_transfer = on_transfer        # (TransferRecord) -> None: the boot report
         self.started_at = time.time()
         self.port = None
         self.transfers = {"done": 0, "aborted": 0, "stalled": 0}
@@ -162,6 +163,8 @@ class HTTPService(Service):
         self.metrics.transfers.labels(service="http", outcome=record.outcome).inc()
         self.metrics.bytes_sent.labels(service="http").inc(record.sent)
         (log.info if record.ok else log.warn)("{line}", line=record.line())
+        if self.on_transfer is not None:
+            self.on_transfer(record)
 
     def status(self) -> dict:
         inventory = self.model.inventory

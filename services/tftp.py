@@ -99,7 +99,10 @@ class TFTPService(Service):
             log.info("{line}", line=format_record(r), record=r)
         else:
             self.transfers_failed += 1
-            (log.info if r.size is None else log.warn)("{line}", line=format_record(r), record=r)
+            # UEFI (EDK2) asks for tsize, then ends with error 8 before downloading for real:
+            # a size probe, not a failure a sysadmin should chase.
+            probe = r.outcome.startswith("client refused the options")
+            (log.info if r.size is None or probe else log.warn)("{line}", line=format_record(r), record=r)
         self.bytes_sent += r.bytes
         if self.on_transfer is not None:
             self.on_transfer(r)

@@ -198,3 +198,14 @@ def test_sighup_moves_the_nbd_listener_without_dropping_a_connected_client(tmp_p
         assert moved.pread(4096, 0) == first
         moved.shutdown()
         client.shutdown()
+
+
+def test_selftest_tftp_client_downloads_without_tftpy(tmp_path):
+    from bootserverd.selftest import tftp_download_size
+    config = write_config(tmp_path, tftp={"enabled": True})
+    payload = os.urandom(512 * 3)          # an exact multiple of 512: the empty last block counts
+    (tmp_path / "tftp" / "undionly.kpxe").write_bytes(payload)
+    port = int(yaml.safe_load(config.read_text())["tftp"]["listen"].rsplit(":", 1)[1])
+    with Daemon(config) as daemon:
+        daemon.wait_for("bootserverd started")
+        assert tftp_download_size("127.0.0.1", port, "undionly.kpxe") == len(payload)

@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                                [LogLevelFilterPredicate(defaultLogLevel=level)])
     globalLogBeginner.beginLoggingTo([obs], redirectStandardIO=False)
     import tempfile
-    state = Path(tempfile.mkdtemp(prefix="tftp-state-"))
+    state = Path(tempfile.mkdtemp(prefix="tftp-state-", dir=a.root.parent))
     boot_files = make_boot_files(a.root, json.loads(a.inventory), state)
     svc = TFTPService(cfg, boot_files, reactor=reactor)
     svc.startService()

@@ -302,12 +302,22 @@ def test_bootp_and_replies_ignored():
                                           options=((53, b"\2"),)))), HERE, 0).reply is None
 
 
-def test_client_identifier_wins_over_chaddr():
-    m = machine()
+def test_client_identifier_wins_over_chaddr_when_configured():
+    m = machine(match_client_id=True)
     cid = ((O.CLIENT_ID, b"\x00my-client"),)
     offer, _ = exchange(m, "02:00:00:00:09:01", opts=cid)
     again = m.handle(msg(O.DISCOVER, "02:00:00:00:09:02", opts=cid), HERE, 1).reply.message
     assert again.yiaddr == offer.yiaddr and again.get(O.CLIENT_ID) == b"\x00my-client"
+
+
+def test_by_default_the_firmware_ipxe_and_initramfs_share_one_lease():
+    """One PXE boot is three DHCP clients on one MAC with different (or no) option 61."""
+    m = machine()
+    mac = "02:00:00:00:09:03"
+    firmware, _ = exchange(m, mac, opts=((O.CLIENT_ID, b"\x00\x12uefi-guid"),))
+    ipxe, _ = exchange(m, mac, opts=((O.CLIENT_ID, b"\x01\x02\x00\x00\x00\x09\x03"),))
+    initramfs, _ = exchange(m, mac)
+    assert firmware.yiaddr == ipxe.yiaddr == initramfs.yiaddr
 
 
 def test_pure_modules_do_not_import_twisted():
