@@ -45,45 +45,24 @@ def config_ldif(workdir: Path, *, schemas: list[Path], syncrepl: str | None = No
     so a missing limit shows in the tests). ``bare``: a fresh Debian-like slapd (back_mdb
     only, no rootdn, no syncprov, no limits) for ``ldap-slave configure`` to complete."""
     includes = "".join(f"include: file://{path}\n" for path in schemas)
-    consumer = f"olcSyncrepl: {syncrepl}\n" if syncrepl else ""
-    if bare:
-        return f"""\
-dn: cn=config
-objectClass: olcGlobal
-cn: config
-olcPidFile: {workdir}/slapd.pid
-olcSizeLimit: {size_limit}
-
-dn: cn=module{{0}},cn=config
-objectClass: olcModuleList
-cn: module{{0}}
-olcModulePath: {MODULES}
-olcModuleLoad: back_mdb
-
-dn: cn=schema,cn=config
-objectClass: olcSchemaConfig
-cn: schema
-
-{includes}
-dn: olcDatabase={{-1}}frontend,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcFrontendConfig
-olcDatabase: {{-1}}frontend
-
-dn: olcDatabase={{0}}config,cn=config
-objectClass: olcDatabaseConfig
-olcDatabase: {{0}}config
-olcAccess: to * by dn.exact={ROOT_EXTERNAL} manage by * none
-
-dn: olcDatabase={{1}}mdb,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcMdbConfig
-olcDatabase: {{1}}mdb
-olcSuffix: {BASE}
-olcDbDirectory: {workdir}/db
-olcDbIndex: objectClass eq
-olcAccess: to attrs=userPassword by anonymous auth by * none
-olcAccess: to * by * read
+    modules = "olcModuleLoad: back_mdb\n" + ("" if bare else "olcModuleLoad: syncprov\n")
+    # what a bootserverd site adds to a fresh slapd: a rootdn, indexes, the daemon's limits
+    site = "" if bare else f"""\
+olcDbMaxSize: 1073741824
+olcRootDN: {ADMIN_DN}
+olcRootPW: {ADMIN_PW}
+olcDbIndex: entryUUID,entryCSN eq
+olcDbIndex: macAddress eq
+olcLimits: dn.exact="{DAEMON_DN}" size=unlimited time=unlimited
+"""
+    consumer = f"olcSyncrepl: {syncrepl}\n" if syncrepl and not bare else ""
+    overlay = "" if bare else """
+dn: olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcSyncProvConfig
+olcOverlay: {0}syncprov
+olcSpCheckpoint: 100 1
+olcSpSessionlog: 10000
 """
     return f"""\
 dn: cn=config
@@ -96,9 +75,7 @@ dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}
 olcModulePath: {MODULES}
-olcModuleLoad: back_mdb
-olcModuleLoad: syncprov
-
+{modules}
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
 cn: schema
@@ -120,23 +97,10 @@ objectClass: olcMdbConfig
 olcDatabase: {{1}}mdb
 olcSuffix: {BASE}
 olcDbDirectory: {workdir}/db
-olcDbMaxSize: 1073741824
-olcRootDN: {ADMIN_DN}
-olcRootPW: {ADMIN_PW}
 olcDbIndex: objectClass eq
-olcDbIndex: entryUUID,entryCSN eq
-olcDbIndex: macAddress eq
-olcLimits: dn.exact="{DAEMON_DN}" size=unlimited time=unlimited
-olcAccess: to attrs=userPassword by anonymous auth by * none
+{site}olcAccess: to attrs=userPassword by anonymous auth by * none
 olcAccess: to * by * read
-{consumer}
-dn: olcOverlay={{0}}syncprov,olcDatabase={{1}}mdb,cn=config
-objectClass: olcOverlayConfig
-objectClass: olcSyncProvConfig
-olcOverlay: {{0}}syncprov
-olcSpCheckpoint: 100 1
-olcSpSessionlog: 10000
-"""
+{consumer}{overlay}"""
 
 
 class Slapd:
