@@ -118,17 +118,9 @@ class Inventory:
     def device(self, mac: str) -> Device | None:
         return self._by_mac.get(mac)
 
-    def assigned_image_for(self, device: Device | None) -> str | None:
-        """Inheritance: device → school → boot server (config) → organisation default."""
-        school = self.schools.get(device.school) if device and device.school else None
-        for candidate in (device and device.image, school and school.image,
-                          self.server_image, self.defaults.image):
-            if candidate:
-                return candidate
-        return None
-
     def image_for(self, device: Device | None) -> str | None:
-        """The assigned image, or its next image where the staged rollout says so."""
+        """Inheritance (device → school → boot server → organisation, in rollout._assignment),
+        then the staged rollout: the assigned image, or its next image for devices in it."""
         from bootserverd.rollout import choose
         return choose(self, device).image
 
