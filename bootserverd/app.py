@@ -21,7 +21,7 @@ from bootserverd.bootreport import BootReport, LiveSession
 from bootserverd.images import ImageStore
 from bootserverd.inventory import InventorySource, YamlInventorySource
 from bootserverd.metrics import Metrics
-from bootserverd.model import Directory, Inventory, Model, diff_devices
+from bootserverd.model import Directory, Inventory, Model, diff_directories
 from bootserverd.resolver import BootResolver
 
 log = Logger(namespace="bootserverd.app")
@@ -92,6 +92,8 @@ class BootServer:
         self.resolver = BootResolver(config, self.model)
         self.boot_files = BootFiles(config.tftp.root, self.resolver, self.model)
         self.metrics = Metrics()
+        # read at scrape time from whichever source runs (SIGHUP may replace it); yaml: 0
+        self.metrics.watch(self.metrics.directory_lag, lambda: getattr(self.source, "lag_seconds", lambda: 0.0)())
         self.boot_report = BootReport(reactor.seconds, self._live_nbd_sessions)
         self.services = MultiService()
         self._running: dict[str, Service] = {}
@@ -108,7 +110,7 @@ class BootServer:
         self.model.update(images={image.name: image for image in self.images.published()})
 
     def _directory_changed(self, directory: Directory) -> None:
-        added, changed, removed = diff_devices(self.model.inventory.devices, directory.devices)
+        added, changed, removed = diff_directories(self.model.inventory.directory, directory)
         many = len(added) + len(changed) + len(removed) > BULK_CHANGE
         if many:   # a first load or a bulk import: one line, the details at debug
             log.info("directory: {a} devices added, {c} changed, {r} removed",

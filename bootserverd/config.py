@@ -187,6 +187,12 @@ class LdapConfig:
     password_file: Path | None = None
     profile: str = field(default="bootserverd", metadata={"choices": ("bootserverd", "puavo")})
     server_hostname: str | None = None   # this boot server's name in the directory (default: hostname)
+    # replication lag: the centre the replica follows (default: the provider in the local
+    # olcSyncrepl, when cn=config is readable), bound to with bind_dn/password_file as well
+    central_uri: str | None = None
+    ca_file: Path | None = None          # CA for STARTTLS/ldaps to the centre
+    lag_check_interval: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
+    lag_warn_seconds: float = field(default=300.0, metadata={"min": 0.0})
 
 
 @dataclass(frozen=True)

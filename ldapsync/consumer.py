@@ -116,6 +116,7 @@ class Consumer(threading.Thread):
         self._conn: _Connection | None = None
         self._last_save = float("-inf")
         self._dirty = False
+        self._save_failing = False         # one line when saving starts failing, one when it works again
         self._connection_state = "starting"
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -215,8 +216,14 @@ class Consumer(threading.Thread):
             snapshot.write(path, snapshot.Snapshot(source=self.settings.source or {}, cookie=self.state.cookie,
                                                    entries=self.state.entries, saved_at=time.time()))
             self._dirty = False
+            if self._save_failing:
+                self._save_failing = False
+                self._report("saved", f"snapshot {path} saved again")
         except OSError as exc:
-            self._report("save-failed", f"cannot save {path}: {exc.strerror}")
+            if not self._save_failing:
+                self._save_failing = True
+                self._report("save-failed", f"cannot save the snapshot {path}: {exc.strerror}; the previous one "
+                             f"stays as it was, serving from memory, retrying every {self.settings.save_interval:g} s")
         self._last_save = self.clock()
 
     def _report(self, state: str, detail: str) -> None:

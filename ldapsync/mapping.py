@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
-from bootserverd.model import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Directory, School,
-                               normalize_mac)
+from bootserverd.model import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Directory, Rollout,
+                               School, normalize_mac)
 
 Attrs = Mapping[str, tuple[str, ...]]
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -179,6 +179,32 @@ def _macs(entry: Entry) -> tuple[list[str], list[str]]:
     return macs, bad
 
 
+def _rollout(entry: Entry) -> tuple[str | None, Rollout | None, list[str]]:
+    """bootserverd's next image and rollout attributes, as the YAML inventory's
+    ``next_image`` and ``rollout: {percent, hosts, groups}``."""
+    warnings: list[str] = []
+    percent = 0.0
+    text = entry.first("bootserverdRolloutPercent")
+    if text is not None:
+        try:
+            percent = float(text.rstrip("%"))
+            if not 0.0 <= percent <= 100.0:       # also false for nan
+                raise ValueError
+        except ValueError:
+            warnings.append(f"bootserverdRolloutPercent {text!r} is not a number from 0 to 100; taken as 0")
+            percent = 0.0
+    hosts = []
+    for host in entry.all("bootserverdRolloutHost"):
+        try:
+            hosts.append(normalize_mac(host))
+        except ValueError:
+            hosts.append(host)
+    groups = entry.all("bootserverdRolloutGroup")
+    rollout = Rollout(percent=percent, hosts=tuple(hosts), groups=groups) \
+        if text is not None or hosts or groups else None
+    return entry.first("bootserverdNextImage"), rollout, warnings
+
+
 class Profile:
     """The attribute map of one directory layout."""
     name = ""
@@ -191,7 +217,7 @@ class Profile:
 
     def _device(self, entry: Entry, hostname: str | None, attrs: dict[str, str],
                 image: str | None, school_ref: str | None, enabled: bool = True,
-                warnings: list[str] | None = None) -> Record:
+                warnings: list[str] | None = None, **fields) -> Record:
         warnings = list(warnings or ())
         dn = normalize_dn(entry.dn)
         macs, bad = _macs(entry)
@@ -207,8 +233,10 @@ class Profile:
         ip, w3 = _ipv4(entry, "ipHostNumber")
         warnings += [w for w in (w1, w2, w3) if w]
         kernel_args = entry.first(attrs["kernel_args"]) or ""
+        kernel_version = entry.first(attrs["kernel_version"])
         devices = tuple(Device(mac=mac, hostname=hostname, type=device_type, ip=ip, image=image,
-                               kernel_args=kernel_args, boot_mode=boot_mode, enabled=enabled)
+                               kernel_args=kernel_args, boot_mode=boot_mode, enabled=enabled,
+                               kernel_version=kernel_version, **fields)
                         for mac in macs)
         return DeviceRecord(dn, devices, normalize_dn(school_ref) if school_ref else None,
                             ancestors(entry.dn), tuple(warnings))
@@ -229,9 +257,10 @@ class BootserverdProfile(Profile):
                   "bootserverdImage", "bootserverdKernelArguments", "bootserverdBootMode",
                   "bootserverdEnabled", "bootserverdSchool", "bootserverdSchoolCode",
                   "bootserverdDefaultImage", "bootserverdBootServer", "bootserverdImageName",
-                  "bootserverdReleaseState")
+                  "bootserverdReleaseState", "bootserverdKernelVersion", "bootserverdNextImage",
+                  "bootserverdRolloutPercent", "bootserverdRolloutHost", "bootserverdRolloutGroup")
     _ATTRS = {"type": "bootserverdDeviceType", "boot_mode": "bootserverdBootMode",
-              "kernel_args": "bootserverdKernelArguments"}
+              "kernel_args": "bootserverdKernelArguments", "kernel_version": "bootserverdKernelVersion"}
 
     def map(self, entry: Entry) -> Record | None:
         classes = entry.classes()
@@ -241,23 +270,29 @@ class BootserverdProfile(Profile):
             rdn = rdn_value(entry.dn) if entry.dn.lower().startswith("cn=") else None
             hostname = rdn or entry.first("cn")
             enabled, warning = _bool(entry, "bootserverdEnabled")
+            next_image, rollout, warnings = _rollout(entry)
             return self._device(entry, hostname, self._ATTRS, entry.first("bootserverdImage"),
-                                entry.first("bootserverdSchool"), enabled, [warning] if warning else [])
+                                entry.first("bootserverdSchool"), enabled, ([warning] if warning else []) + warnings,
+                                next_image=next_image, rollout=rollout)
         if "bootserverdschoolsettings" in classes:
             code = entry.first("bootserverdSchoolCode")
             if code is None:
                 return Skipped(normalize_dn(entry.dn), "school without bootserverdSchoolCode; entry ignored")
             boot_mode, warning = _choice(entry, "bootserverdBootMode", BOOT_MODES)
+            next_image, rollout, warnings = _rollout(entry)
             school = School(name=code, image=entry.first("bootserverdDefaultImage"),
-                            kernel_args=entry.first("bootserverdKernelArguments") or "", boot_mode=boot_mode)
-            return self._warn(SchoolRecord(dn, school, entry.all("bootserverdBootServer")), [warning])
+                            kernel_args=entry.first("bootserverdKernelArguments") or "", boot_mode=boot_mode,
+                            next_image=next_image, rollout=rollout)
+            return self._warn(SchoolRecord(dn, school, entry.all("bootserverdBootServer")), [warning, *warnings])
         if "bootserverdorganizationsettings" in classes:
             boot_mode, w1 = _choice(entry, "bootserverdBootMode", BOOT_MODES)
             device_type, w2 = _choice(entry, "bootserverdDeviceType", DEVICE_TYPES)
+            next_image, rollout, warnings = _rollout(entry)
             defaults = Defaults(image=entry.first("bootserverdDefaultImage"),
                                 kernel_args=entry.first("bootserverdKernelArguments") or "",
-                                boot_mode=boot_mode or "netboot", type=device_type)
-            return self._warn(OrganisationRecord(dn, defaults), [w1, w2])
+                                boot_mode=boot_mode or "netboot", type=device_type,
+                                next_image=next_image, rollout=rollout)
+            return self._warn(OrganisationRecord(dn, defaults), [w1, w2, *warnings])
         if "bootserverdimageentry" in classes:
             name = entry.first("bootserverdImageName")
             if name is None:
@@ -269,7 +304,8 @@ class BootserverdProfile(Profile):
 
 class PuavoProfile(Profile):
     """Puavo's directory as it is: puavoDevice / puavoNetbootDevice / puavoLocalbootDevice,
-    puavoSchool, puavoServer (boot servers) and puavoEduOrg (the organisation)."""
+    puavoSchool, puavoServer (boot servers) and puavoEduOrg (the organisation). Puavo has no
+    staged-rollout attributes: devices move when their (inherited) image is changed."""
     name = "puavo"
     DEVICE_CLASSES = frozenset({"puavodevice", "puavonetbootdevice", "puavolocalbootdevice"})
     filter = ("(|(objectClass=puavoDevice)(objectClass=puavoNetbootDevice)(objectClass=puavoLocalbootDevice)"
@@ -278,7 +314,7 @@ class PuavoProfile(Profile):
                   "puavoDeviceImage", "puavoDeviceBootImage", "puavoDeviceBootMode",
                   "puavoDeviceKernelArguments", "puavoDeviceKernelVersion", "puavoSchool")
     _ATTRS = {"type": "puavoDeviceType", "boot_mode": "puavoDeviceBootMode",
-              "kernel_args": "puavoDeviceKernelArguments"}
+              "kernel_args": "puavoDeviceKernelArguments", "kernel_version": "puavoDeviceKernelVersion"}
 
     def map(self, entry: Entry) -> Record | None:
         classes = entry.classes()
@@ -318,44 +354,119 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (BootserverdProfile(), PuavoP
 
 
 class DirectoryView:
-    """Records by entryUUID → one ``Directory``; re-assembling reuses unchanged devices."""
+    """Records by entryUUID → one ``Directory``, kept up to date incrementally.
+
+    ``build`` costs what changed since the previous build (plus an O(devices) copy of the MAC
+    index, a C-level dict copy), not a re-assembly of every entry: a first load of 10,000
+    devices in batches, or one change in a big directory, must not stall the reactor. Schools,
+    the organisation, boot servers and images are few and re-assembled when one of them
+    changed; when that changes which DN names which school, every device's school is re-checked.
+    """
 
     def __init__(self, profile: Profile, server_hostname: str | None = None):
         self.profile = profile
         self.server_hostname = server_hostname.lower() if server_hostname else None
         self.records: dict[str, Record] = {}
-        self._resolved: dict[str, tuple[str | None, tuple[Device, ...]]] = {}
+        self._others: dict[str, Record] = {}          # the records that are not devices
+        self._warnings: dict[str, tuple[str, ...]] = {}   # uuid → problem lines of that entry alone
+        self._dirty: set[str] = set()                 # device uuids put or deleted since the last build
+        self._others_dirty = True
+        # as of the last build
+        self._resolved: dict[str, tuple[str | None, tuple[Device, ...]]] = {}   # uuid → (school, devices)
+        self._claims: dict[str, dict[str, str]] = {}  # MAC → {uuid: dn} of every device entry naming it
+        self._devices: dict[str, Device] = {}         # MAC → the device the Directory holds
+        self._mac_problems: dict[str, tuple[str, ...]] = {}
+        self._school_name: dict[str, str] = {}        # school DN → name
+        self._head: tuple = ({}, Defaults(), {}, ())  # schools, defaults, releases, problems
 
     def put(self, uuid: str, dn: str, attrs: Attrs) -> None:
         self.put_record(uuid, self.profile.map(Entry(dn, attrs)))
 
     def put_record(self, uuid: str, record: Record | None) -> None:
         """``record``: ``profile.map`` of the entry, computed elsewhere (the consumer thread)."""
-        self._resolved.pop(uuid, None)
-        if record is None:
-            self.records.pop(uuid, None)
-        else:
+        old = self.records.pop(uuid, None)
+        self._others.pop(uuid, None)
+        self._warnings.pop(uuid, None)
+        if record is not None:
             self.records[uuid] = record
+            if isinstance(record, Skipped):
+                self._warnings[uuid] = (f"{record.dn}: {record.reason}",)
+            elif getattr(record, "warnings", ()):
+                self._warnings[uuid] = tuple(f"{record.dn}: {w}" for w in record.warnings)
+            if not isinstance(record, (DeviceRecord, Skipped)):
+                self._others[uuid] = record
+        for one in (old, record):
+            if isinstance(one, DeviceRecord):
+                self._dirty.add(uuid)
+            elif one is not None and not isinstance(one, Skipped):
+                self._others_dirty = True
 
     def delete(self, uuid: str) -> None:
-        self.records.pop(uuid, None)
-        self._resolved.pop(uuid, None)
+        self.put_record(uuid, None)
 
     def build(self) -> tuple[Directory, tuple[str, ...]]:
         """The Directory, and one problem line per entry ignored or partly ignored."""
+        dirty, self._dirty = self._dirty, set()
+        if self._others_dirty:
+            self._others_dirty = False
+            old_names = self._school_name
+            self._head = self._assemble_others()
+            if self._school_name != old_names:        # a school appeared, went or was renamed
+                dirty |= {uuid for uuid, (name, _) in self._resolved.items() if uuid not in dirty and
+                          self._school_of(self.records[uuid], self._school_name) != name}
+        touched: set[str] = set()
+        for uuid in dirty:
+            _, before = self._resolved.pop(uuid, (None, ()))
+            for device in before:
+                self._claims[device.mac].pop(uuid, None)
+                touched.add(device.mac)
+            record = self.records.get(uuid)
+            if not isinstance(record, DeviceRecord):
+                continue
+            name = self._school_of(record, self._school_name)
+            devices = tuple(dataclasses.replace(d, school=name) if name else d for d in record.devices)
+            self._resolved[uuid] = (name, devices)
+            for device in devices:
+                self._claims.setdefault(device.mac, {})[uuid] = record.dn
+                touched.add(device.mac)
+        for mac in touched:
+            self._settle(mac)
+        schools, defaults, releases, head_problems = self._head
+        problems = list(head_problems)
+        for lines in self._warnings.values():
+            problems += lines
+        for lines in self._mac_problems.values():
+            problems += lines
+        directory = Directory.from_index(self._devices, schools=MappingProxyType(schools), defaults=defaults,
+                                         releases=MappingProxyType(releases))
+        return directory, tuple(problems)
+
+    def _settle(self, mac: str) -> None:
+        """Who holds ``mac`` now: of the entries naming it, the one with the smallest DN."""
+        claims = self._claims.get(mac)
+        if not claims:
+            self._claims.pop(mac, None)
+            self._devices.pop(mac, None)
+            self._mac_problems.pop(mac, None)
+            return
+        keep = min(claims, key=lambda uuid: (claims[uuid], uuid))
+        self._devices[mac] = next(d for d in self._resolved[keep][1] if d.mac == mac)
+        others = sorted(claims[uuid] for uuid in claims if uuid != keep)
+        if others:
+            self._mac_problems[mac] = tuple(f"{dn}: MAC {mac} is also {claims[keep]}; ignored" for dn in others)
+        else:
+            self._mac_problems.pop(mac, None)
+
+    def _assemble_others(self) -> tuple:
+        """Schools, defaults and images from the (few) records that are not devices."""
         problems: list[str] = []
         schools_by_dn: dict[str, School] = {}
         by_name: dict[str, str] = {}
         organisations: list[OrganisationRecord] = []
         servers: list[ServerRecord] = []
         images: dict[str, ImageRecord] = {}
-        device_records: list[tuple[str, DeviceRecord]] = []
-        for uuid, record in self.records.items():
-            warnings = getattr(record, "warnings", ())
-            problems += [f"{record.dn}: {w}" for w in warnings]
-            if isinstance(record, DeviceRecord):
-                device_records.append((uuid, record))
-            elif isinstance(record, SchoolRecord):
+        for record in self._others.values():
+            if isinstance(record, SchoolRecord):
                 schools_by_dn[record.dn] = record.school
             elif isinstance(record, OrganisationRecord):
                 organisations.append(record)
@@ -368,8 +479,6 @@ class DirectoryView:
                                     f"{min(record.dn, other.dn)}; ignored")
                 if other is None or record.dn < other.dn:
                     images[record.name] = record
-            elif isinstance(record, Skipped):
-                problems.append(f"{record.dn}: {record.reason}")
         schools: dict[str, School] = {}
         for dn in sorted(schools_by_dn):
             school = schools_by_dn[dn]
@@ -378,29 +487,9 @@ class DirectoryView:
                 continue
             by_name[school.name] = dn
             schools[school.name] = school
-        school_name = {dn: s.name for dn, s in schools_by_dn.items() if by_name.get(s.name) == dn}
+        self._school_name = {dn: s.name for dn, s in schools_by_dn.items() if by_name.get(s.name) == dn}
         defaults = self._defaults(organisations, servers, problems)
-        devices: dict[str, Device] = {}
-        owner: dict[str, str] = {}
-        for uuid, record in device_records:
-            name = self._school_of(record, school_name)
-            cached = self._resolved.get(uuid)
-            if cached is None or cached[0] != name:
-                cached = (name, tuple(dataclasses.replace(d, school=name) if name else d for d in record.devices))
-                self._resolved[uuid] = cached
-            for device in cached[1]:
-                other = owner.get(device.mac)
-                if other is None:
-                    devices[device.mac], owner[device.mac] = device, record.dn
-                    continue
-                keep, drop = sorted((other, record.dn))
-                problems.append(f"{drop}: MAC {device.mac} is also {keep}; ignored")
-                if keep == record.dn:
-                    devices[device.mac], owner[device.mac] = device, record.dn
-        directory = Directory(devices=tuple(devices.values()), schools=MappingProxyType(schools),
-                              defaults=defaults,
-                              releases=MappingProxyType({n: r.release for n, r in images.items()}))
-        return directory, tuple(problems)
+        return schools, defaults, {n: r.release for n, r in images.items()}, tuple(problems)
 
     @staticmethod
     def _school_of(record: DeviceRecord, school_name: Mapping[str, str]) -> str | None:

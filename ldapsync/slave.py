@@ -308,7 +308,10 @@ def _configure(args) -> int:
     try:
         changes = plan(read_local(conn, args.base), opts, schema.read_text(encoding="utf-8"))
         if args.dry_run:
-            print(to_ldif(changes) if changes else "# nothing to change", end="")
+            # the password stays out of terminals and tool logs: the LDIF is for reading
+            text = re.sub(r'credentials=("(?:[^"\\]|\\.)*"|\S+)', "credentials=********", to_ldif(changes))
+            print("# credentials masked; run without --dry-run to apply\n" + text if changes
+                  else "# nothing to change", end="")
             return 0
         apply(conn, changes)
     finally:

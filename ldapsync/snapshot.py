@@ -38,16 +38,24 @@ def write(path: Path, snapshot: Snapshot, chunk: int = 256) -> None:
             "saved_at": snapshot.saved_at}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     items = list(snapshot.entries.items())
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"entries":{')
-        for start in range(0, len(items), chunk):
-            if start:
-                out.write(",")
-            out.write(json.dumps(dict(items[start:start + chunk]), separators=(",", ":"))[1:-1])
-        out.write("}}")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"entries":{')
+            for start in range(0, len(items), chunk):
+                if start:
+                    out.write(",")
+                out.write(json.dumps(dict(items[start:start + chunk]), separators=(",", ":"))[1:-1])
+            out.write("}}")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # a full disk: the half-written temporary must not keep the space the next try needs
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)

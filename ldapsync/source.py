@@ -10,6 +10,8 @@ the connection state, image release changes and entries it cannot use (once each
 from __future__ import annotations
 
 import datetime
+import gc
+import os
 import socket
 import time
 from pathlib import Path
@@ -22,10 +24,17 @@ from bootserverd.model import Directory
 from bootserverd.schema import Problem, SchemaError
 from ldapsync import snapshot
 from ldapsync.consumer import Consumer, Settings
+from ldapsync.health import ReplicationMonitor
 from ldapsync.mapping import PROFILES, DirectoryView, Entry
 from ldapsync.syncstate import Batch, Delete, Put, SyncState
 
 log = Logger(namespace="ldapsync")
+# A cyclic-GC pass holds the GIL while it walks the heap: 50-80 ms with 10,000 entries loaded
+# (tests/bench/ldap_bench.py), a reactor stall. The entries and records are long-lived and
+# acyclic (refcounting frees them), so while a refresh streams in (at start, or after the
+# replica refused our cookie) automatic collection waits, at most GC_PAUSE_MAX seconds; when
+# the refresh ends, what is alive is frozen out of later passes (gc.freeze).
+GC_PAUSE_MAX = 60.0
 
 
 class LdapInventorySource:
@@ -41,6 +50,7 @@ class LdapInventorySource:
         self.state: SyncState | None = None
         self._password: str | None = None
         self._consumer: Consumer | None = None
+        self.monitor: ReplicationMonitor | None = None
         self._deliver: Callable[[Directory], None] | None = None
         self._problems: frozenset[str] = frozenset()
         self._releases: dict[str, str] = {}
@@ -50,6 +60,8 @@ class LdapInventorySource:
         self.devices = 0
         self.last_change: float | None = None
         self.snapshot_saved_at: float | None = None
+        self._gc_paused = False
+        self._gc_timer = None
 
     def _source_id(self) -> dict[str, str]:
         return {"uri": self.config.uri, "base": self.config.base, "profile": self.profile.name,
@@ -60,10 +72,15 @@ class LdapInventorySource:
         if path is None:
             return None
         try:
-            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            password = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            mode = os.stat(path).st_mode & 0o777
         except OSError as exc:
             raise SchemaError([Problem(str(path), None, "inventory.ldap.password_file",
                                        f"cannot read: {exc.strerror}")]) from None
+        if mode & 0o007:
+            log.warn("directory: the password file {path} is readable by every user (mode {mode:04o}); "
+                     "make it 0640 root:bootserverd or 0600", path=str(path), mode=mode)
+        return password
 
     def load(self) -> Directory:
         self._password = self._read_password()
@@ -111,12 +128,22 @@ class LdapInventorySource:
         self._consumer = Consumer(settings, self.state, reactor.callFromThread, self._apply, self._state_changed,
                                   prepare=self._prepare)
         self.state = None                       # the consumer thread owns it from here on
+        self._pause_gc()
         self._consumer.start()
+        c = self.config
+        self.monitor = ReplicationMonitor(reactor, uri=c.uri, base=c.base, bind_dn=c.bind_dn, password=self._password,
+                                          central_uri=c.central_uri, ca_file=c.ca_file,
+                                          interval=c.lag_check_interval, warn_after=c.lag_warn_seconds)
+        self.monitor.start()
 
     def stop(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            monitor.stop()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.stop()
+        self._resume_gc(freeze=False)
         self._deliver = None
 
     def reload(self) -> None:
@@ -130,11 +157,15 @@ class LdapInventorySource:
     def _apply(self, batch: Batch, records: tuple) -> None:
         if self._consumer is None:             # stopped meanwhile
             return
+        if not batch.refreshing:
+            self._resume_gc(freeze=True)
         for op, record in zip(batch.ops, records):
             if isinstance(op, Delete):
                 self.view.delete(op.uuid)
             else:
                 self.view.put_record(op.uuid, record)
+        log.debug("directory: batch of {n} changes, {entries} entries, cookie {cookie}", n=len(batch.ops),
+                  entries=batch.entries, cookie=batch.cookie)
         if not batch.ops:
             return                              # a new cookie only: the model is unchanged
         directory = self._build()
@@ -160,7 +191,31 @@ class LdapInventorySource:
         self._releases = releases
         return directory
 
+    def _pause_gc(self) -> None:
+        if self._gc_paused or not gc.isenabled():
+            return
+        gc.disable()
+        self._gc_paused = True
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        self._gc_timer = reactor.callLater(GC_PAUSE_MAX, self._resume_gc, False)
+
+    def _resume_gc(self, freeze: bool) -> None:
+        timer, self._gc_timer = self._gc_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        if self._gc_paused:
+            self._gc_paused = False
+            if freeze:
+                gc.freeze()
+            gc.enable()
+
     def _state_changed(self, state: str, detail: str) -> None:
+        if state == "refresh-required":            # everything comes again
+            self._pause_gc()
+        elif state == "disconnected":              # a refresh cut short: collect again
+            self._resume_gc(freeze=False)
         self.connection, self.connection_detail, self.connection_since = state, detail, time.time()
         uri = self.config.uri
         if state == "disconnected":
@@ -168,6 +223,8 @@ class LdapInventorySource:
                      uri=uri, detail=detail, devices=self.devices)
         elif state in ("save-failed", "refresh-required"):
             log.warn("directory: {detail}", detail=detail)
+        elif state == "saved":
+            log.info("directory: {detail}", detail=detail)
         else:
             log.info("directory: {uri}: {detail}", uri=uri, detail=detail)
 
@@ -176,7 +233,12 @@ class LdapInventorySource:
         return {"source": "ldap", "uri": self.config.uri, "profile": self.profile.name,
                 "connection": self.connection, "detail": self.connection_detail,
                 "since": self.connection_since, "devices": self.devices, "last_change": self.last_change,
-                "problems": len(self._problems)}
+                "problems": len(self._problems),
+                "replication": self.monitor.status() if self.monitor is not None else {"state": "not started"}}
+
+    def lag_seconds(self) -> float:
+        """For bootserverd_directory_lag_seconds: see ldapsync/replication.py."""
+        return self.monitor.lag_seconds() if self.monitor is not None else 0.0
 
 
 def _when(epoch: float) -> str:

@@ -33,6 +33,7 @@ class Batch:
     cookie: str | None
     refresh_done: bool          # this batch ends the refresh phase: the replica is in sync
     entries: int                # how many entries the replica holds after this batch
+    refreshing: bool = False    # more of the refresh phase follows this batch
 
 
 class SyncState:
@@ -127,7 +128,7 @@ class SyncState:
     def take(self) -> Batch | None:
         if not self.pending():
             return None
-        batch = Batch(tuple(self._ops), self.cookie, self._refresh_done, len(self.entries))
+        batch = Batch(tuple(self._ops), self.cookie, self._refresh_done, len(self.entries), self.refreshing)
         self._ops = []
         self._first_at = None
         self._cookie_changed = False

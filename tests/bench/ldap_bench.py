@@ -10,8 +10,8 @@ ldapsearch (libldap, C) following the same slave with a sync search as the peer.
                ldapsearch -E sync=rp printing it
   batch        1000 adds in one ldapadd run: until the model / ldapsearch has all of them
 
-The model side is the real app: BootServer with inventory.source: ldap, no listeners, its
-per-device log lines written to a file. Measuring holds /tmp/bootserverd-bench.lock.
+The model side is the real app: BootServer with inventory.source: ldap, no listeners, logging
+at info (the daemon's default) to a file. Measuring holds /tmp/bootserverd-bench.lock.
 
     .venv/bin/python tests/bench/ldap_bench.py [--devices 10000] [--singles 100] [--batch 1000]
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import os
 import platform
 import resource
@@ -110,10 +111,10 @@ def peer_refresh(uri: str, n: int) -> float:
 
 def run(args) -> dict:
     from twisted.internet import reactor, task
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from bootserverd.app import BootServer
     from bootserverd import config as configmod
+    from bootserverd.logsetup import start_logging
 
     tmp = Path(tempfile.mkdtemp(prefix="ldap-bench-"))
     pair = Pair()
@@ -128,7 +129,7 @@ def run(args) -> dict:
                                                         "password_file": str(pair.password_file(tmp))}}
         config_path.write_text(yaml.safe_dump(data))
         log = open(tmp / "daemon.log", "w")
-        globalLogBeginner.beginLoggingTo([textFileLogObserver(log)], redirectStandardIO=False)
+        start_logging("text", "info", log)          # as the daemon logs by default
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         with open(LOCK, "w") as lock:
             waited = time.monotonic()
@@ -197,6 +198,7 @@ def run(args) -> dict:
                     peer.wait(lambda: peer.count >= base_count + args.batch)
                     results["peer_batch_s"] = peer.count_at[base_count + args.batch - 1] - start
                     results["max_stall_ms"] = state["stall"] * 1000
+                    results["gc_ms"], results["gc_gen"] = gc_pause["longest"] * 1000, gc_pause["gen"]
                     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                     peer.stop()
                 except BaseException as exc:
@@ -205,6 +207,16 @@ def run(args) -> dict:
                     reactor.callFromThread(app.stop)
                     reactor.callFromThread(reactor.stop)
 
+            gc_pause = {"start": 0.0, "longest": 0.0, "gen": None}
+
+            def on_gc(phase, info):        # a collection pauses every thread: name it when it stalls
+                if phase == "start":
+                    gc_pause["start"] = time.perf_counter()
+                elif time.perf_counter() - gc_pause["start"] > gc_pause["longest"]:
+                    gc_pause["longest"] = time.perf_counter() - gc_pause["start"]
+                    gc_pause["gen"] = info["generation"]
+
+            gc.callbacks.append(on_gc)
             heartbeat.start(0.01)
             threading.Thread(target=driver, daemon=True).start()
             reactor.run(installSignalHandlers=False)
@@ -241,7 +253,8 @@ def main() -> int:
           f"{r['single_p95_ms'] / max(r['peer_p95_ms'], 0.001):.1f}x")
     print(f"batch of {args.batch} adds (one ldapadd): bootserverd {r['batch_s']:.2f} s, ldapsearch "
           f"{r['peer_batch_s']:.2f} s, ratio {r['batch_s'] / r['peer_batch_s']:.2f}x")
-    print(f"longest reactor stall over the run {r['max_stall_ms']:.0f} ms; peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(f"longest reactor stall over the run {r['max_stall_ms']:.0f} ms; peak RSS {r['peak_rss_mb']:.0f} MB; "
+          f"longest garbage collection {r['gc_ms']:.0f} ms (generation {r['gc_gen']})")
     return 0
 
 

@@ -158,6 +158,13 @@ class Slapd:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """kill -9 (the reliability tests): no clean shutdown, the mdb must recover on start."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -44,7 +44,7 @@ def _definitions(text: str) -> list[str]:
 
 def test_both_forms_define_the_same_schema():
     schema, ldif = _definitions(SCHEMA.read_text()), _definitions(LDIF.read_text())
-    assert len(schema) == 14 + 4 + 3
+    assert len(schema) == 19 + 4 + 3
     assert schema == ldif
 
 

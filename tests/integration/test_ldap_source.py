@@ -8,6 +8,7 @@ import time
 from ipaddress import IPv4Address
 
 import pytest
+from twisted.internet.task import Clock
 
 from bootserverd.config import Config, LdapConfig, ServerConfig
 from bootserverd.model import Inventory, Model
@@ -53,14 +54,16 @@ olcObjectClasses: ( {TEST_ARC}.2.6 NAME 'puavoServer' SUP puavoDevice STRUCTURAL
 """
 
 
-class Pump:
-    """Runs what the consumer thread hands to 'the reactor', on this thread, in order."""
+class Pump(Clock):
+    """Runs what the consumer thread hands to 'the reactor', on this thread, in order; its
+    clock never advances (timers: the replication-lag check, the GC pause limit, stay idle)."""
 
     def __init__(self):
-        self.calls: queue.Queue = queue.Queue()
+        super().__init__()
+        self.handed: queue.Queue = queue.Queue()
 
     def callFromThread(self, f, *args):
-        self.calls.put((f, args))
+        self.handed.put((f, args))
 
     def until(self, predicate, timeout: float = 2.0) -> float:
         start = time.monotonic()
@@ -68,7 +71,7 @@ class Pump:
             if time.monotonic() - start > timeout:
                 raise AssertionError(f"not within {timeout} s")
             try:
-                f, args = self.calls.get(timeout=0.02)
+                f, args = self.handed.get(timeout=0.02)
             except queue.Empty:
                 continue
             f(*args)

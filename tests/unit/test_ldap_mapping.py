@@ -197,3 +197,87 @@ def test_mapping_is_pure():
 def test_unrelated_entries_are_not_records(profile):
     v = view({"x": (BASE, attrs(objectClass=["dcObject", "organization"]))}, profile)
     assert v.records == {} and v.build()[0].devices == ()
+
+
+# -- incremental builds (a batch costs what it changes) equal a fresh assembly --
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_DNS = (f"cn=h1,ou=A,{BASE}", f"cn=h2,ou=A,{BASE}", f"cn=h3,ou=B,{BASE}", f"ou=A,{BASE}", f"ou=B,{BASE}", BASE,
+        f"bootserverdImageName=i,{BASE}")
+_ENTRIES = st.one_of(
+    st.builds(lambda h, m, i, s: dev(h, m, **({"bootserverdImage": i} if i else {}),
+                                     **({"bootserverdSchool": s} if s else {})),
+              st.sampled_from(("h1", "h2", "h3")),
+              st.lists(st.sampled_from(("52:54:00:00:00:01", "52:54:00:00:00:02", "bad")), min_size=1, max_size=2),
+              st.sampled_from((None, "img-1", "img-2")), st.sampled_from((None, f"ou=B,{BASE}"))),
+    st.builds(lambda code, img: attrs(objectClass="bootserverdSchoolSettings", bootserverdSchoolCode=code,
+                                      **({"bootserverdDefaultImage": img} if img else {})),
+              st.sampled_from(("a", "b", "a2")), st.sampled_from((None, "img-s"))),
+    st.builds(lambda img: attrs(objectClass="bootserverdOrganizationSettings", bootserverdDefaultImage=img),
+              st.sampled_from(("img-o", "img-p"))),
+    st.builds(lambda state: attrs(objectClass="bootserverdImageEntry", bootserverdImageName="i",
+                                  bootserverdReleaseState=state), st.sampled_from(("testing", "withdrawn"))))
+_OPS = st.lists(st.tuples(st.sampled_from(("u1", "u2", "u3", "u4", "u5")), st.sampled_from(_DNS),
+                          st.one_of(st.none(), _ENTRIES), st.booleans()), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPS)
+def test_incremental_build_equals_a_fresh_one(ops):
+    live = DirectoryView(PROFILES["bootserverd"])
+    for uuid, dn, entry, build_now in ops:
+        if entry is None:
+            live.delete(uuid)
+        else:
+            live.put(uuid, dn, entry)
+        if build_now:
+            live.build()
+    directory, problems = live.build()
+    fresh = DirectoryView(PROFILES["bootserverd"])
+    for uuid, record in live.records.items():
+        fresh.put_record(uuid, record)
+    expected, expected_problems = fresh.build()
+    assert dict(directory.by_mac) == dict(expected.by_mac)
+    assert sorted(d.mac for d in directory.devices) == sorted(directory.by_mac)
+    assert (dict(directory.schools), directory.defaults, dict(directory.releases)) == \
+        (dict(expected.schools), expected.defaults, dict(expected.releases))
+    assert sorted(problems) == sorted(expected_problems)
+
+
+def test_one_change_in_a_big_directory_touches_only_its_device():
+    v = view({f"u{i}": (f"cn=h{i},{BASE}", dev(f"h{i}", f"52:54:00:00:{i >> 8:02x}:{i & 255:02x}"))
+              for i in range(2000)})
+    before, _ = v.build()
+    v.put("u7", f"cn=h7,{BASE}", dev("h7", "52:54:00:00:00:07", bootserverdImage="new"))
+    after, _ = v.build()
+    changed = [mac for mac, d in after.by_mac.items() if before.by_mac[mac] is not d]
+    assert changed == ["52:54:00:00:00:07"] and after.by_mac["52:54:00:00:00:07"].image == "new"
+
+
+def test_bootserverd_rollout_and_kernel_version_fill_the_model_like_the_yaml_inventory():
+    from bootserverd.model import Rollout
+    from bootserverd.rollout import choose
+    school = (f"ou=A,{BASE}", attrs(objectClass="bootserverdSchoolSettings", bootserverdSchoolCode="a",
+                                    bootserverdDefaultImage="old", bootserverdNextImage="new",
+                                    bootserverdRolloutPercent="12.5", bootserverdRolloutHost=["Lab-1", "52-54-00-00-00-09"],
+                                    bootserverdRolloutGroup="laptop"))
+    org = (BASE, attrs(objectClass="bootserverdOrganizationSettings", bootserverdDefaultImage="o",
+                       bootserverdNextImage="o2", bootserverdRolloutPercent="250"))
+    device = (f"cn=d1,ou=A,{BASE}", dev("d1", "52:54:00:00:00:01", bootserverdImage="x", bootserverdNextImage="y",
+                                        bootserverdRolloutHost="d1", bootserverdKernelVersion="6.1.0-28-amd64"))
+    plain = (f"cn=d2,ou=A,{BASE}", dev("d2", "52:54:00:00:00:09"))
+    directory, problems = view({"s": school, "o": org, "d1": device, "d2": plain}).build()
+    assert directory.schools["a"].next_image == "new"
+    assert directory.schools["a"].rollout == Rollout(12.5, ("Lab-1", "52:54:00:00:00:09"), ("laptop",))
+    assert directory.defaults.next_image == "o2" and directory.defaults.rollout == Rollout(0.0)
+    assert problems == ("dc=school,dc=test: bootserverdRolloutPercent '250' is not a number from 0 to 100; taken as 0",)
+    inv = Inventory(directory, {"old": 1, "new": 1, "x": 1, "y": 1}, None)
+    d1, d2 = inv.device("52:54:00:00:00:01"), inv.device("52:54:00:00:00:09")
+    assert (d1.kernel_version, d1.next_image, d1.rollout) == ("6.1.0-28-amd64", "y", Rollout(0.0, ("d1",), ()))
+    assert d2.kernel_version is None and d2.rollout is None
+    assert choose(inv, d1).image == "y" and choose(inv, d2).reason == "canary host"
+
+
+def test_puavo_kernel_version_is_mapped():
+    directory, _ = view(puavo_entries(), "puavo", server="boot1").build()
+    assert Inventory(directory, {}, None).device("08:00:27:88:0c:a6").kernel_version == "6.1"
