@@ -31,6 +31,7 @@ log = Logger(namespace="bootserverd.nbd")
 
 QUEUE_HIGH = 256   # stop reading requests above this many unanswered ones
 QUEUE_LOW = 32     # and start again below this
+REFUSAL_LOG_INTERVAL = 60.0  # one line per client and limit per minute, so a flood cannot flood the journal
 
 
 @dataclass(frozen=True)
@@ -336,22 +337,36 @@ class NBDFactory(Factory):
         self.on_session = on_session
         self.connections: set[NBDServerProtocol] = set()
         self.per_client: Counter = Counter()
+        self.refused = 0
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}  # (client, key) → (logged at, hidden)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", str(addr))
         if len(self.connections) >= self.max_connections:
-            log.warn("NBD refused {client}: {n} connections (nbd.max_connections)",
-                     client=host, n=len(self.connections))
+            self._refuse(host, "nbd.max_connections", f"{len(self.connections)} connections")
             return None
         if self.per_client[host] >= self.max_per_client:
-            log.warn("NBD refused {client}: {n} connections from it "
-                     "(nbd.max_connections_per_client)", client=host, n=self.per_client[host])
+            self._refuse(host, "nbd.max_connections_per_client",
+                         f"{self.per_client[host]} connections from it")
             return None
         p = NBDServerProtocol(self, f"{host}:{getattr(addr, 'port', 0)}")
         p.host = host
         self.connections.add(p)
         self.per_client[host] += 1
         return p
+
+    def _refuse(self, host: str, key: str, why: str) -> None:
+        self.refused += 1
+        now = self.clock.seconds()
+        logged_at, hidden = self._refusals.get((host, key), (None, 0))
+        if logged_at is not None and now - logged_at < REFUSAL_LOG_INTERVAL:
+            self._refusals[(host, key)] = (logged_at, hidden + 1)
+            return
+        if len(self._refusals) > 10000:
+            self._refusals.clear()  # bounded under a flood from many addresses
+        self._refusals[(host, key)] = (now, 0)
+        more = f" ({hidden} more refused in the last {now - logged_at:.0f} s)" if hidden else ""
+        log.warn("NBD refused {client}: {why} ({key}){more}", client=host, why=why, key=key, more=more)
 
     def session_started(self, proto: NBDServerProtocol) -> None:
         pass

@@ -81,6 +81,10 @@ class NBDService(Service):
     def sessions(self) -> int:
         return len(self.factory.connections)
 
+    def status(self) -> dict:
+        return {"connections": len(self.factory.connections),
+                "refused": self.factory.refused}
+
     def startService(self) -> None:
         super().startService()
         if not self.config.enabled:

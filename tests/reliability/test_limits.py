@@ -205,6 +205,8 @@ def test_nbd_silent_connections(daemon):
     assert stats["reads"] > 0 and stats["errors"] == 0 and stats["wrong"] == 0, stats
     rss = figures.peak_rss_kib(daemon.proc.pid)
     refusals = sum("NBD refused" in l for l in log_lines(daemon))
+    # one line per address and limit per minute, however many connections were refused
+    assert 0 < refusals <= 2 * len(set(hosts)), (refusals, refused)
     figures.record("nbd_silent", "NBD connections that go silent (loopback)", [
         ("silent connections opened", f"{total}, 15 from each of {len(set(hosts))} addresses"),
         ("held by the server", f"{peak} + the legit one (max_connections {NBD_MAX}, at most "
@@ -214,7 +216,8 @@ def test_nbd_silent_connections(daemon):
                                                f"{stats['wrong']} wrong bytes"),
         ("new client afterwards", "served (libnbd pread verified)"),
         ("daemon peak RSS", f"{rss / 1024:.0f} MiB"),
-        ("log lines for the refusals", f"{refusals} (one per refused connection)")])
+        ("log lines for the refusals", f"{refusals} for {refused} refused connections "
+                                       "(one per address and limit per minute, with a count)")])
 
 
 def test_http_slow_readers_memory_bounded(daemon, tmp_path):
