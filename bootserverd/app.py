@@ -53,7 +53,8 @@ def _http(app: "BootServer") -> Service:
                           boot_files=app.boot_files, model=app.model, resolver=app.resolver,
                           state_dir=app.config.server.state_dir, reactor=app.reactor,
                           metrics=app.metrics, extra_status=app.status_sections,
-                          on_transfer=app.boot_report.http_transfer)
+                          on_transfer=app.boot_report.http_transfer,
+                          boot_timeline=app.boot_report.timeline)
     return service
 
 

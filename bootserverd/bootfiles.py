@@ -4,7 +4,8 @@ plus virtual files made by the boot resolver or read out of the images.
   pxelinux.cfg/01-<mac>, pxelinux.cfg/<HEXIP or prefix>, pxelinux.cfg/default
   ipxe/<mac>.ipxe, ipxe/default.ipxe
   [<dir>/]grub.cfg-01-<mac>, [<dir>/]grub.cfg-<HEXIP>, [<dir>/]grub.cfg
-  images/<image>/vmlinuz, images/<image>/initrd.img
+  images/<image>/vmlinuz, images/<image>/initrd.img (the image's default kernel)
+  images/<image>/vmlinuz-<version>, images/<image>/initrd.img-<version> (each kernel in its /boot)
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
+def is_kernel_name(leaf: str) -> bool:
+    """vmlinuz, initrd.img, vmlinuz-<version> or initrd.img-<version> (version still unchecked)."""
+    return leaf in ("vmlinuz", "initrd.img") or leaf.startswith(("vmlinuz-", "initrd.img-"))
+
+
 def _hex_ip(ip: str) -> str:
     """pxelinux's upper-case hex of an IPv4 address; "" for an IPv6 (HTTP) client."""
     try:
@@ -114,12 +120,24 @@ class BootFiles:
         if leaf == "grub.cfg" or leaf.startswith("grub.cfg-"):
             suffix = leaf[len("grub.cfg-"):] if leaf != "grub.cfg" else "default"
             return self._config("grub.cfg", name, self._mac_for(suffix, "01-", client_ip, _HEXIP), client_ip)
-        if parts[0] == "images" and len(parts) == 3 and parts[2] in ("vmlinuz", "initrd.img"):
+        if parts[0] == "images" and len(parts) == 3 and is_kernel_name(parts[2]):
             image = self.model.inventory.images.get(parts[1])
             if image is None:
                 raise BootFileError("not-found", f"image {parts[1]} is not published")
-            return self._open_disk(name, image.kernel if parts[2] == "vmlinuz" else image.initrd)
+            return self._open_disk(name, self._kernel_file(image, parts[1], parts[2]))
         return None
+
+    @staticmethod
+    def _kernel_file(image, image_name: str, leaf: str) -> Path:
+        """The extracted file ``leaf`` names: looked up in the image's kernel map, never built
+        from the request."""
+        if leaf in ("vmlinuz", "initrd.img"):
+            return image.kernel if leaf == "vmlinuz" else image.initrd
+        kind, _, version = leaf.partition("-")
+        pair = (getattr(image, "kernels", None) or {}).get(version)
+        if pair is None:
+            raise BootFileError("not-found", f"image {image_name} has no kernel {version[:100]!r}")
+        return pair[0] if kind == "vmlinuz" else pair[1]
 
     def _mac_for(self, leaf: str, mac_prefix: str, client_ip: str, hexip: re.Pattern | None) -> str | None:
         """The MAC a config request is for: named in it, or found by the client's address."""

@@ -114,6 +114,10 @@ class HttpConfig:
     # a download that makes no progress this long is aborted (client gone or stuck)
     stall_timeout: float = field(default=60.0, metadata={"min": 1.0, "max": 86400.0})
     sendfile: bool = True                     # os.sendfile fast path for plain TCP
+    # connections one address may hold at once; more get a 429 and are closed (slowloris)
+    max_connections_per_client: int = field(default=16, metadata={"min": 1, "max": 100000})
+    # seconds from connecting (or the end of the previous response) to a complete request
+    header_timeout: float = field(default=15.0, metadata={"min": 0.5, "max": 3600.0})
     diff_workers: int = field(default=1, metadata={"min": 1, "max": 64})
     diff_block_size: int = field(default=4096, metadata={"min": 256, "max": 1 << 20})
     diff_nice: int = field(default=10, metadata={"min": 0, "max": 19})

@@ -13,6 +13,7 @@ with its sha256, so a crash leaves either a complete diff or none.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -25,9 +26,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 SUFFIX = ".rdiff"
+ZSYNC_SUFFIX = ".zsync"
+ZSYNC_RATE = 300e6              # bytes of image per second zsyncmake gets through: sets Retry-After
 BUILD_RATE = 150e6              # bytes of target image per second a builder gets through (measured
                                 # ~190 MB/s on 2 cores, docs/benchmarks-http.md): sets Retry-After
 FAILED_BACKOFF = 300.0          # a pair whose build failed is not retried for this long
+EXIT_NO_SPACE = 4               # the builder's exit status when the cache's disk is full
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,15 @@ class Building:
 
 @dataclass(frozen=True)
 class Refused:
-    code: int                   # 404 senseless pair, 500 build failed
+    code: int                   # 404 senseless pair, 500 build failed, 507 disk full
     reason: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    at: float                   # reactor seconds
+    why: str
+    free: int | None = None     # free bytes in the cache after a build that ran out of space
 
 
 def pair_problem(source, target) -> str | None:
@@ -98,6 +109,10 @@ def cache_name(source_sha: str, target_sha: str, block_size: int) -> str:
     return f"{source_sha[:32]}-{target_sha[:32]}-b{block_size}{SUFFIX}"
 
 
+def zsync_name(target_sha: str) -> str:
+    return f"{target_sha[:32]}{ZSYNC_SUFFIX}"
+
+
 def eviction_order(entries: Iterable[tuple[str, int, int]]) -> list[str]:
     """entries: (key, size, devices served). Fewest devices per byte first, then oldest key."""
     return [key for key, size, devices in sorted(entries, key=lambda e: (e[2] / max(e[1], 1), e[0]))]
@@ -121,7 +136,7 @@ class DiffCache:
         self.log = log or Logger(namespace="bootserverd.diffs")
         self.queue: list[tuple[str, object, object]] = []     # (key, source image, target image)
         self.running: dict[str, object] = {}                  # key → process transport
-        self.failed: dict[str, tuple[float, str]] = {}
+        self.failed: dict[str, Failure] = {}
         self.built = 0
         self.evicted = 0
         self.stopping = False
@@ -155,15 +170,47 @@ class DiffCache:
         if problem is not None:
             return Refused(404, f"no diff from {source_name} to {target_name}: {problem}")
         key = cache_name(source.sha256, target.sha256, self.block_size)
+        return self._answer(key, f"building the diff {source_name} → {target_name}", target.size,
+                            BUILD_RATE, lambda: self.request(source, target))
+
+    def lookup_zsync(self, name: str) -> Ready | Building | Refused:
+        """The zsync control file of a published image (built by the same workers as diffs)."""
+        image = self.images.get(name)
+        if image is None:
+            return Refused(404, f"image {name[:200]!r} is not published")
+        key = zsync_name(image.sha256)
+        return self._answer(key, f"making the zsync control file of {name}", image.size,
+                            ZSYNC_RATE, lambda: self._queue(key, None, image))
+
+    def _answer(self, key: str, what: str, size: int, rate: float, enqueue) -> Ready | Building | Refused:
+        """Ready from the cache, refused while a recent failure backs off, or queued now."""
         ready = self._ready(key)
         if ready is not None:
             return ready
-        failed = self.failed.get(key)
-        if failed is not None and self.reactor.seconds() - failed[0] < FAILED_BACKOFF:
-            return Refused(500, f"building the diff {source_name} → {target_name} failed: {failed[1]}")
-        self.request(source, target)
-        one_build = max(1, round(target.size / BUILD_RATE))
+        failed = self._backed_off(key)
+        if failed is not None:
+            return Refused(507 if failed.free is not None else 500, f"{what} failed: {failed.why}")
+        enqueue()
+        one_build = max(1, round(size / rate))
         return Building(one_build * (1 + len(self.queue) // max(self.workers, 1)))
+
+    def _backed_off(self, key: str) -> Failure | None:
+        """The failure that keeps ``key`` from being built again now, if any. A build that ran
+        out of space is retried as soon as the cache's filesystem has more room than it had
+        after that failure (someone freed space); others wait FAILED_BACKOFF."""
+        failed = self.failed.get(key)
+        if failed is None:
+            return None
+        if failed.free is not None:
+            return failed if self._free() <= failed.free else None
+        return failed if self.reactor.seconds() - failed.at < FAILED_BACKOFF else None
+
+    def _free(self) -> int:
+        try:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
 
     def _ready(self, key: str) -> Ready | None:
         path = self.directory / key
@@ -178,11 +225,12 @@ class DiffCache:
 
     def request(self, source, target) -> None:
         """Queue a build (idempotent); used by lookups and by the ahead-of-time planner."""
-        key = cache_name(source.sha256, target.sha256, self.block_size)
+        self._queue(cache_name(source.sha256, target.sha256, self.block_size), source, target)
+
+    def _queue(self, key: str, source, target) -> None:
         if key in self.running or any(k == key for k, _, _ in self.queue) or self._ready(key):
             return
-        failed = self.failed.get(key)
-        if failed is not None and self.reactor.seconds() - failed[0] < FAILED_BACKOFF:
+        if self._backed_off(key) is not None:
             return
         self.queue.append((key, source, target))
         self._next()
@@ -202,14 +250,18 @@ class DiffCache:
     def _next(self) -> None:
         while self.queue and len(self.running) < self.workers:
             key, source, target = self.queue.pop(0)
-            args = [self.python, "-m", "bootserverd.diffs", "build", "--block-size", str(self.block_size),
-                    "--nice", str(self.nice), str(source.path), str(target.path), str(self.directory / key),
-                    "--from-name", source.name, "--to-name", target.name]
+            if source is None:                 # a zsync control file; its URL is relative to its own
+                args = [self.python, "-m", "bootserverd.diffs", "zsync", "--nice", str(self.nice),
+                        str(target.path), str(self.directory / key), "--url", f"{target.name}.img"]
+            else:
+                args = [self.python, "-m", "bootserverd.diffs", "build", "--block-size", str(self.block_size),
+                        "--nice", str(self.nice), str(source.path), str(target.path), str(self.directory / key),
+                        "--from-name", source.name, "--to-name", target.name]
             package_root = str(Path(__file__).resolve().parents[1])
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
                                                                              os.environ.get("PYTHONPATH")])))
-            self.log.info("diff {source} → {target}: building (block size {block})", source=source.name,
-                          target=target.name, block=self.block_size)
+            self.log.info("{what}: building{how}", what=_what(source, target),
+                          how=f" (block size {self.block_size})" if source is not None else "")
             started = self.reactor.seconds()
             done = lambda code, errors, key=key, source=source, target=target, started=started: self._ended(
                 key, source, target, code, errors, self.reactor.seconds() - started)
@@ -222,20 +274,23 @@ class DiffCache:
         ready = self._ready(key) if code == 0 else None
         if ready is None:
             why = errors.splitlines()[-1] if errors else f"builder exited with {code}"
-            self.failed[key] = (self.reactor.seconds(), why)
+            why = why.removeprefix("diff build failed: ")
+            self.failed[key] = Failure(self.reactor.seconds(), why,
+                                       self._free() if code == EXIT_NO_SPACE else None)
             if self.metrics is not None:
                 self.metrics.diff_builds.labels(outcome="failed").inc()
-            self.log.error("diff {source} → {target}: build failed: {why}", source=source.name,
-                           target=target.name, why=why)
+            self.log.error("{what}: build failed: {why}{where}", what=_what(source, target), why=why,
+                           where=f" ({self.directory}; retried once space is freed)" if code == EXIT_NO_SPACE else "")
         else:
             self.built += 1
             if self.metrics is not None:
                 self.metrics.diff_builds.labels(outcome="built").inc()
-            self.log.info("diff {source} → {target}: built, {size} bytes ({pct:.1f}% of the image) in "
-                          "{seconds:.1f} s, sha256 {sha}", source=source.name, target=target.name,
+            self.log.info("{what}: built, {size} bytes ({pct:.1f}% of the image) in "
+                          "{seconds:.1f} s, sha256 {sha}", what=_what(source, target),
                           size=ready.size, pct=100.0 * ready.size / max(target.size, 1), seconds=seconds,
                           sha=ready.sha256[:16])
-            self.evict()
+            if source is not None:
+                self.evict(keep=key)
         self._next()
 
     # -- the disk budget --
@@ -253,7 +308,10 @@ class DiffCache:
     def total_bytes(self) -> int:
         return sum(size for _, size, _ in self.entries())
 
-    def evict(self) -> list[str]:
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Delete diffs until the cache fits its budget. ``keep`` (the diff just built) is
+        spared this round: evicting it would make the client that asked for it rebuild it
+        forever; the cache may exceed its budget by that one diff until the next build."""
         entries = self.entries()
         total = sum(size for _, size, _ in entries)
         if total <= self.max_bytes:
@@ -262,7 +320,7 @@ class DiffCache:
         served = {key: demand.get((meta.get("from"), meta.get("to")), 0) for key, _, meta in entries}
         sizes = {key: size for key, size, _ in entries}
         gone = []
-        for key in eviction_order((key, sizes[key], served[key]) for key in sizes):
+        for key in eviction_order((key, sizes[key], served[key]) for key in sizes if key != keep):
             if total <= self.max_bytes:
                 break
             (self.directory / (key + ".json")).unlink(missing_ok=True)
@@ -275,6 +333,12 @@ class DiffCache:
             self.log.info("diff cache over budget: evicted {key} ({size} bytes, {n} devices)",
                           key=key, size=sizes[key], n=served[key])
         return gone
+
+
+def _what(source, target) -> str:
+    if source is None:
+        return f"zsync control file of {target.name}"
+    return f"diff {source.name} → {target.name}"
 
 
 def _builder_protocol(done: Callable[[int | None, str], None]):
@@ -302,32 +366,58 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _run(label: str, command: list[str], directory: Path) -> None:
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        if "No space left" in run.stderr:
+            raise OSError(errno.ENOSPC, f"{label}: No space left on device", str(directory))
+        # librsync writes several lines; the log wants one
+        lines = "; ".join(line.strip() for line in run.stderr.splitlines() if line.strip())
+        raise RuntimeError(f"{label}: {lines or run.returncode}")
+
+
+def _publish(produced: Path, out: Path, info: dict, started: float) -> dict:
+    """Hash and fsync ``produced`` (in a temporary directory next to ``out``), then rename it
+    into place and after it the JSON sidecar naming its sha256 and size."""
+    digest = hashlib.sha256()
+    with open(produced, "rb+") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+        os.fsync(f.fileno())
+    info = dict(info, sha256=digest.hexdigest(), size=produced.stat().st_size,
+                seconds=round(time.monotonic() - started, 3), nice=os.nice(0))
+    sidecar = produced.with_name("meta.json")
+    with open(sidecar, "w") as f:
+        json.dump(info, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(produced, out)                        # the file first, then the sidecar naming it
+    os.replace(sidecar, out.with_name(out.name + ".json"))
+    _fsync_dir(out.parent)
+    return info
+
+
 def build(source: Path, target: Path, out: Path, block_size: int, meta: dict | None = None) -> dict:
     """Blocking: write ``out`` (delta) and ``out.json`` (sha256, size, ...) atomically."""
     started = time.monotonic()
     directory = out.parent
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp", dir=directory) as tmp:
         signature, delta = Path(tmp) / "signature", Path(tmp) / "delta"
-        for step in (["signature", str(source), str(signature)], ["delta", str(signature), str(target), str(delta)]):
-            run = subprocess.run(["rdiff", "--block-size", str(block_size), *step], capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"rdiff {step[0]}: {run.stderr.strip() or run.returncode}")
-        digest = hashlib.sha256()
-        with open(delta, "rb+") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-            os.fsync(f.fileno())
-        info = dict(meta or {}, sha256=digest.hexdigest(), size=delta.stat().st_size, block_size=block_size,
-                    seconds=round(time.monotonic() - started, 3), nice=os.nice(0))
-        sidecar = Path(tmp) / "meta.json"
-        with open(sidecar, "w") as f:
-            json.dump(info, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(delta, out)                       # the diff first, then the sidecar naming it
-        os.replace(sidecar, out.with_name(out.name + ".json"))
-        _fsync_dir(directory)
-    return info
+        _run("rdiff signature", ["rdiff", "--block-size", str(block_size), "signature", str(source),
+                                 str(signature)], directory)
+        _run("rdiff delta", ["rdiff", "--block-size", str(block_size), "delta", str(signature), str(target),
+                             str(delta)], directory)
+        return _publish(delta, out, dict(meta or {}, block_size=block_size), started)
+
+
+def build_zsync(image: Path, out: Path, url: str) -> dict:
+    """Blocking: the zsync control file of ``image`` (``zsyncmake``; ``url`` relative to the
+    control file's own URL), atomically like a diff."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp", dir=out.parent) as tmp:
+        control = Path(tmp) / "control"
+        _run("zsyncmake", ["zsyncmake", "-Z", "-u", url, "-f", url, "-o", str(control), str(image)], out.parent)
+        return _publish(control, out, {"image": url}, started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,12 +431,27 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_argument("--nice", type=int, default=10)
     sub.add_argument("--from-name")
     sub.add_argument("--to-name")
+    sub = commands.add_parser("zsync", help="make one zsync control file (run by the daemon)")
+    sub.add_argument("image", type=Path)
+    sub.add_argument("out", type=Path)
+    sub.add_argument("--url", required=True)
+    sub.add_argument("--nice", type=int, default=10)
     args = parser.parse_args(argv)
     os.nice(args.nice)
     try:
-        build(args.source, args.target, args.out, args.block_size,
-              {"from": args.from_name, "to": args.to_name})
-    except (OSError, RuntimeError) as exc:
+        if args.command == "zsync":
+            build_zsync(args.image, args.out, args.url)
+        else:
+            build(args.source, args.target, args.out, args.block_size,
+                  {"from": args.from_name, "to": args.to_name})
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print("diff build failed: no space left on device in the diff cache (nothing written)",
+                  file=sys.stderr)
+            return EXIT_NO_SPACE
+        print(f"diff build failed: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
         print(f"diff build failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -41,10 +42,15 @@ class Image:
     initrd: Path
     kernel_source: str    # where the kernel is inside the image, e.g. /boot/vmlinuz-6.1.0-18-amd64
     stamp: tuple          # (st_dev, st_ino, size, mtime_ns): identity of the file version
+    # every /boot/vmlinuz-<v> with its initrd.img-<v>: version → extracted (kernel, initrd)
+    kernels: Mapping[str, tuple[Path, Path]] = field(default_factory=dict, hash=False)
+    default_kernel_version: str | None = None   # the version of ``kernel`` when it is one of ``kernels``
 
     def summary(self) -> dict:
         return {"name": self.name, "series": self.series, "version": self.version, "arch": self.arch,
-                "size": self.size, "sha256": self.sha256}
+                "size": self.size, "sha256": self.sha256,
+                "kernels": sorted(self.kernels, key=squashfs.version_key),
+                "default_kernel": self.default_kernel_version}
 
 
 def file_stamp(st: os.stat_result) -> tuple:
@@ -104,7 +110,7 @@ class ImageIndexError(Exception):
 
 
 def index_image(path: Path, stamp: tuple, hashes: HashCache, boot_cache: Path, keep: set[tuple]) -> Image:
-    """Blocking: hash (or take the cached hash), find and extract kernel + initrd."""
+    """Blocking: hash (or take the cached hash), find and extract every kernel + initrd."""
     name = path.name[:-len(".img")]
     if not squashfs.is_squashfs(path):
         raise ImageIndexError("not a squashfs image")
@@ -113,27 +119,52 @@ def index_image(path: Path, stamp: tuple, hashes: HashCache, boot_cache: Path, k
         sha = sha256_file(path)
         hashes.put(stamp, sha, keep | {stamp})
     try:
-        kernel_source, initrd_source = squashfs.find_boot_files(path)
+        found = squashfs.find_kernels(path)
     except squashfs.SquashfsError as exc:
         raise ImageIndexError(str(exc)) from None
     target = boot_cache / sha
-    kernel, initrd = target / "vmlinuz", target / "initrd.img"
-    if not (kernel.is_file() and initrd.is_file()):
-        target.mkdir(parents=True, exist_ok=True)
-        for source, dest in ((kernel_source, kernel), (initrd_source, initrd)):
-            fd, tmp = tempfile.mkstemp(prefix=".extract.", dir=target)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    squashfs.cat(path, source, out)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, dest)
-            except squashfs.SquashfsError as exc:
-                Path(tmp).unlink(missing_ok=True)
-                raise ImageIndexError(str(exc)) from None
+    # cache file name → path inside the image; names come from KERNEL_VERSION-checked versions
+    wanted = {"vmlinuz": found.default[0], "initrd.img": found.default[1]}
+    for version, (kernel_source, initrd_source) in found.versions.items():
+        wanted[f"vmlinuz-{version}"], wanted[f"initrd.img-{version}"] = kernel_source, initrd_source
+    if not all((target / leaf).is_file() for leaf in wanted):
+        _extract_into(path, found, wanted, target)
+    kernels = MappingProxyType({version: (target / f"vmlinuz-{version}", target / f"initrd.img-{version}")
+                                for version in found.versions})
     series, version, arch = parse_image_name(name)
     return Image(name=name, path=path, size=stamp[2], sha256=sha, series=series, version=version,
-                 arch=arch, kernel=kernel, initrd=initrd, kernel_source=kernel_source, stamp=stamp)
+                 arch=arch, kernel=target / "vmlinuz", initrd=target / "initrd.img",
+                 kernel_source=found.default[0], stamp=stamp, kernels=kernels,
+                 default_kernel_version=found.default_version)
+
+
+def _extract_into(image: Path, found: squashfs.BootKernels, wanted: dict[str, str], target: Path) -> None:
+    """One unsquashfs run for all files into a scratch directory, each fsynced, then linked into
+    place under its cache name (the default pair shares the inode of its versioned pair)."""
+    target.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".extract.", dir=target))
+    try:
+        tree = scratch / "tree"
+        squashfs.extract(image, found.sources(), tree, found.sizes)
+        for source in found.sources():
+            fd = os.open(tree / source.lstrip("/"), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for leaf, source in wanted.items():
+            link = scratch / leaf
+            os.link(tree / source.lstrip("/"), link)
+            os.replace(link, target / leaf)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except squashfs.SquashfsError as exc:
+        raise ImageIndexError(str(exc)) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _deferred_to_thread(function, *args):
@@ -258,8 +289,9 @@ class ImageStore:
                 continue
             self._images[name] = image
             changed = True
-            log.info("image {name} published ({size} bytes, sha256 {sha}, kernel {kernel})",
-                     name=name, size=image.size, sha=image.sha256[:16], kernel=image.kernel_source)
+            log.info("image {name} published ({size} bytes, sha256 {sha}, kernel {kernel}, kernels: {versions})",
+                     name=name, size=image.size, sha=image.sha256[:16], kernel=image.kernel_source,
+                     versions=squashfs.describe_versions(image.kernels, image.default_kernel_version))
         self._rejected = {n: s for n, s in self._rejected.items() if n in found}
         if unsettled:
             self.rescan_soon(max(self.settle_seconds, 0.2))

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from bootserverd.model import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Directory, Rollout,
                                School, normalize_mac)
 from bootserverd.schema import Context, Problem, SchemaError, build, load_document
+from bootserverd.squashfs import KERNEL_VERSION
 
 log = Logger(namespace="bootserverd.inventory")
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -48,6 +49,14 @@ def _hostname(value: Any, ctx: Context) -> str:
     if not isinstance(value, str) or not _HOSTNAME.match(value) or len(value) > 253:
         raise ValueError(f"not a valid hostname: {value!r}")
     return value
+
+
+def _kernel_version(value: Any, ctx: Context) -> str:
+    if isinstance(value, float):     # YAML reads 6.10 as 6.1: make the operator quote it
+        raise ValueError(f"write the kernel version in quotes, YAML read it as the number {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not KERNEL_VERSION.match(str(value)):
+        raise ValueError(f"not a kernel version like 6.1.0-18-amd64 (the <v> of /boot/vmlinuz-<v>): {value!r}")
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ class DeviceEntry:
     school: str | None = None
     next_image: str | None = None
     rollout: RolloutEntry | None = None
+    kernel_version: str | None = field(default=None, metadata={"parse": _kernel_version})
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,7 @@ class SchoolEntry:
     boot_mode: str | None = field(default=None, metadata={"choices": BOOT_MODES})
     next_image: str | None = None
     rollout: RolloutEntry | None = None
+    kernel_version: str | None = field(default=None, metadata={"parse": _kernel_version})
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class DefaultsEntry:
     type: str | None = field(default=None, metadata={"choices": DEVICE_TYPES})
     next_image: str | None = None
     rollout: RolloutEntry | None = None
+    kernel_version: str | None = field(default=None, metadata={"parse": _kernel_version})
 
 
 TOP_LEVEL = ("devices", "schools", "defaults", "images")
@@ -146,11 +158,13 @@ def parse_inventory(path: Path) -> Directory:
     devices = tuple(Device(mac=e.mac, hostname=e.hostname, type=e.type, ip=str(e.ip) if e.ip else None,
                            image=e.image, kernel_args=e.kernel_args, boot_mode=e.boot_mode,
                            enabled=e.enabled, school=e.school, next_image=e.next_image,
-                           rollout=_rollout(e.rollout)) for e in entries.values())
+                           rollout=_rollout(e.rollout), kernel_version=e.kernel_version)
+                    for e in entries.values())
     return Directory(devices=devices, schools=MappingProxyType(schools),
                      defaults=Defaults(image=defaults.image, kernel_args=defaults.kernel_args,
                                        boot_mode=defaults.boot_mode, type=defaults.type,
-                                       next_image=defaults.next_image, rollout=_rollout(defaults.rollout)),
+                                       next_image=defaults.next_image, rollout=_rollout(defaults.rollout),
+                                       kernel_version=defaults.kernel_version),
                      releases=MappingProxyType(releases))
 
 
@@ -181,7 +195,8 @@ def _parse_schools(data: Any, ctx: Context) -> dict[str, School]:
         if parsed is not None:
             schools[str(name)] = School(name=str(name), image=parsed.image,
                                         kernel_args=parsed.kernel_args, boot_mode=parsed.boot_mode,
-                                        next_image=parsed.next_image, rollout=_rollout(parsed.rollout))
+                                        next_image=parsed.next_image, rollout=_rollout(parsed.rollout),
+                                        kernel_version=parsed.kernel_version)
     return schools
 
 

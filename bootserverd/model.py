@@ -63,7 +63,7 @@ class Device:
     boot_mode: str | None = None
     enabled: bool = True
     school: str | None = None
-    kernel_version: str | None = None   # Puavo's puavoDeviceKernelVersion; informational
+    kernel_version: str | None = None   # Puavo's puavoDeviceKernelVersion: boot /boot/vmlinuz-<this>
     next_image: str | None = None       # staged rollout: see Rollout and bootserverd/rollout.py
     rollout: Rollout | None = None
 
@@ -81,6 +81,7 @@ class School:
     boot_mode: str | None = None
     next_image: str | None = None
     rollout: Rollout | None = None
+    kernel_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Defaults:
     type: str | None = None
     next_image: str | None = None
     rollout: Rollout | None = None
+    kernel_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,12 @@ class Inventory:
         parts = (self.defaults.kernel_args, school.kernel_args if school else "",
                  device.kernel_args if device else "")
         return " ".join(p for p in parts if p)
+
+    def kernel_version_for(self, device: Device | None) -> str | None:
+        """The kernel version to boot (device → school → organisation), None for the image's default."""
+        school = self.schools.get(device.school) if device and device.school else None
+        return (device and device.kernel_version) or (school and school.kernel_version) \
+            or self.defaults.kernel_version
 
     def type_for(self, device: Device | None) -> str | None:
         return (device and device.type) or self.defaults.type

@@ -12,8 +12,14 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from twisted.logger import Logger
+
 from bootserverd.config import Config
 from bootserverd.model import Device, Inventory, Model
+from bootserverd.squashfs import describe_versions
+
+log = Logger(namespace="bootserverd.resolver")
+KERNEL_WARNINGS_MAX = 10000       # remembered (MAC, image, version) warnings; forgotten all at once past this
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class BootResolver:
         self.config = config
         self.model = model
         self.templates = templates or Templates(config.boot.templates or default_templates_dir())
+        self._kernel_warned: set[tuple] = set()
 
     @property
     def address(self) -> str:
@@ -225,12 +232,15 @@ class BootResolver:
         for entry in entries:
             values = dict(label=entry.label, title=entry.title, message=entry.message, image=entry.image or "")
             if entry.kind == "linux":
-                kernel, initrd = self._kernel_urls(fmt, entry.image)
+                kernel, initrd = self._kernel_urls(fmt, entry.image, device, mac)
                 values.update(kernel=kernel, initrd=initrd, cmdline=self.cmdline(entry.image, device))
             out.append(fill(fmt, entry.kind, **values))
         return "".join(out).encode()
 
-    def _kernel_urls(self, fmt: str, image: str) -> tuple[str, str]:
+    def _kernel_urls(self, fmt: str, image: str, device: Device | None = None,
+                     mac: str | None = None) -> tuple[str, str]:
+        version = self.kernel_version(image, device, mac)
+        suffix = f"-{version}" if version else ""
         if fmt == "ipxe":
             base = self.http_base()
             prefix = f"{base}/boot/{image}" if base else f"tftp://{self.address}/images/{image}"
@@ -238,4 +248,26 @@ class BootResolver:
             prefix = f"/images/{image}"
         else:
             prefix = f"images/{image}"
-        return f"{prefix}/vmlinuz", f"{prefix}/initrd.img"
+        return f"{prefix}/vmlinuz{suffix}", f"{prefix}/initrd.img{suffix}"
+
+    def kernel_version(self, image_name: str, device: Device | None, mac: str | None = None) -> str | None:
+        """The (inherited) kernel version to boot when ``image_name`` has it; None = its default.
+        A version the image lacks is warned about once per device, image and version."""
+        inventory = self.model.inventory
+        wanted = inventory.kernel_version_for(device)
+        if not wanted:
+            return None
+        image = inventory.images.get(image_name)
+        kernels = getattr(image, "kernels", None) or {}
+        if wanted in kernels:
+            return wanted
+        mac = device.mac if device else mac
+        key = (mac, image_name, wanted)
+        if key not in self._kernel_warned:
+            if len(self._kernel_warned) >= KERNEL_WARNINGS_MAX:
+                self._kernel_warned.clear()
+            self._kernel_warned.add(key)
+            log.warn("{device} wants kernel {wanted} but image {image} has {has}: booting its default kernel",
+                     device=device.label() if device else (mac or "unknown client"), wanted=wanted,
+                     image=image_name, has=describe_versions(kernels, getattr(image, "default_kernel_version", None)))
+        return None

@@ -15,6 +15,8 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 MAGIC = b"hsqs"
 _LISTING = re.compile(r"^(?P<mode>[-dlcbps][-rwxsStT]{9})\s+\S+\s+(?P<size>\d+)\s+\S+\s+\S+\s(?P<path>.*)$")
@@ -65,9 +67,9 @@ def cat(image: Path, path: str, out) -> None:
         raise SquashfsError(f"unsquashfs -cat {path}: {proc.stderr.decode(errors='replace').strip()}")
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
+def _run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=120, check=False)
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise SquashfsError("unsquashfs not found: install squashfs-tools") from None
     except subprocess.TimeoutExpired:
@@ -90,28 +92,82 @@ def resolve(entries: dict[str, Entry], path: str, depth: int = 0) -> Entry | Non
     return resolve(entries, posixpath.normpath(target), depth + 1)
 
 
-def _version_key(name: str) -> list:
+def version_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in _VERSION.split(name)]
 
 
-def find_boot_files(image: Path) -> tuple[str, str]:
-    """(kernel path, initrd path) inside the image: /boot/vmlinuz and /boot/initrd.img if they
-    are links, else the newest ``vmlinuz-<version>`` with its matching ``initrd.img-<version>``."""
+# A version names cache files and URLs (vmlinuz-<v>): keep it to characters that are safe in both.
+KERNEL_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class BootKernels:
+    """What an image can boot: its default pair and every ``vmlinuz-<v>`` with its
+    ``initrd.img-<v>`` in /boot (paths inside the image, symlinks resolved)."""
+    default: tuple[str, str]
+    default_version: str | None                 # the version of ``default`` when it is in ``versions``
+    versions: Mapping[str, tuple[str, str]]
+    sizes: Mapping[str, int]                    # path inside the image → size, to check extraction
+
+    def sources(self) -> list[str]:
+        """Every file to extract, each once."""
+        return sorted({path for pair in (self.default, *self.versions.values()) for path in pair})
+
+
+def find_kernels(image: Path) -> BootKernels:
+    """The default pair: /boot/vmlinuz and /boot/initrd.img if they are links (or /vmlinuz,
+    /initrd.img), else the newest ``vmlinuz-<version>`` with its ``initrd.img-<version>``."""
     listing = {e.path: e for e in list_entries(image, "boot")}
     try:
         listing.update({e.path: e for e in list_entries(image, "/vmlinuz") + list_entries(image, "/initrd.img")})
     except SquashfsError:
         pass  # no top-level links: fine
+    versions: dict[str, tuple[str, str]] = {}
+    for path in listing:
+        name = posixpath.basename(path)
+        if posixpath.dirname(path) != "/boot" or not name.startswith("vmlinuz-"):
+            continue
+        version = name[len("vmlinuz-"):]
+        kernel, initrd = resolve(listing, path), resolve(listing, f"/boot/initrd.img-{version}")
+        if KERNEL_VERSION.match(version) and kernel and initrd and kernel.kind == initrd.kind == "file":
+            versions[version] = (kernel.path, initrd.path)
+    default = None
     for kernel_link, initrd_link in (("/boot/vmlinuz", "/boot/initrd.img"), ("/vmlinuz", "/initrd.img")):
         kernel, initrd = resolve(listing, kernel_link), resolve(listing, initrd_link)
         if kernel and initrd and kernel.kind == initrd.kind == "file":
-            return kernel.path, initrd.path
-    kernels = sorted((e for e in listing.values() if e.kind == "file"
-                      and posixpath.basename(e.path).startswith("vmlinuz")),
-                     key=lambda e: _version_key(e.path), reverse=True)
-    for kernel in kernels:
-        suffix = posixpath.basename(kernel.path)[len("vmlinuz"):]
-        initrd = listing.get(f"/boot/initrd.img{suffix}")
-        if initrd is not None and initrd.kind == "file":
-            return kernel.path, initrd.path
-    raise SquashfsError("no /boot/vmlinuz* with a matching /boot/initrd.img* inside the image")
+            default = (kernel.path, initrd.path)
+            break
+    if default is None and versions:
+        default = versions[max(versions, key=version_key)]
+    if default is None:
+        raise SquashfsError("no /boot/vmlinuz* with a matching /boot/initrd.img* inside the image")
+    default_version = next((v for v in sorted(versions, key=version_key) if versions[v] == default), None)
+    sizes = {e.path: e.size for e in listing.values() if e.kind == "file"}
+    return BootKernels(default, default_version, MappingProxyType(versions), MappingProxyType(sizes))
+
+
+def describe_versions(versions, default: str | None) -> str:
+    """'6.1.0-18-amd64 (default), 6.1.0-21-amd64' for logs; 'no versioned kernel' when empty."""
+    names = [f"{v} (default)" if v == default else v for v in sorted(versions, key=version_key)]
+    return ", ".join(names) or "no versioned kernel"
+
+
+def find_boot_files(image: Path) -> tuple[str, str]:
+    """(kernel path, initrd path) of the image's default kernel."""
+    return find_kernels(image).default
+
+
+def extract(image: Path, paths: list[str], dest: Path, sizes: Mapping[str, int] | None = None) -> None:
+    """Extract the regular files ``paths`` into ``dest`` (which must not exist yet; the tree
+    is kept: /boot/x → dest/boot/x) in one unsquashfs run. unsquashfs exits 0 when a name is
+    missing, so each file is checked afterwards (and its size, when ``sizes`` has it)."""
+    argv = ["unsquashfs", "-d", str(dest), "-no-xattrs", "-no-wildcards", "-n", "-q", str(image)]
+    _run(argv + [p.lstrip("/") for p in paths], timeout=600)
+    for path in paths:
+        out = dest / path.lstrip("/")
+        try:
+            size = out.lstat().st_size if out.is_file() and not out.is_symlink() else None
+        except OSError:
+            size = None
+        if size is None or (sizes is not None and path in sizes and sizes[path] != size):
+            raise SquashfsError(f"unsquashfs did not extract {path} whole")

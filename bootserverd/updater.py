@@ -259,11 +259,15 @@ def update(args, directory: Path, state: State) -> int:
     if diff and (diff.get("from") != state.current or not source.exists()):
         diff = None
     new_tmp = directory / f".{name}.img.new"
-    check_space(directory, name, size + (size if diff else 0) + int(args.reserve * (1 << 20)))
+    part = directory / f".{name}.img.part"
+    delta = directory / f".{state.current}--{name}.rdiff.part"
+    # only the temporaries this path overwrites count as free: a stale full-download .part
+    # stays on disk while a diff is patched
+    check_space(directory, name, size + (size if diff else 0) + int(args.reserve * (1 << 20)),
+                [new_tmp, delta] if diff else [new_tmp, part])
     cleanup: list[Path] = []
     try:
         if diff:
-            delta = directory / f".{state.current}--{name}.rdiff.part"
             try:
                 via_diff(urllib.parse.urljoin(args.server, diff["url"]), source, delta, new_tmp, args)
                 cleanup = [delta]
@@ -275,7 +279,6 @@ def update(args, directory: Path, state: State) -> int:
                 diff = None
         if not diff:
             print(f"downloading {name} ({size / 1e6:.1f} MB)")
-            part = directory / f".{name}.img.part"
             download(urllib.parse.urljoin(args.server, info["url"]), part, f'"{sha}"', args.timeout,
                      not args.quiet, args.wait)
             os.replace(part, new_tmp)
@@ -291,8 +294,10 @@ def update(args, directory: Path, state: State) -> int:
     except OSError as exc:
         _discard(new_tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UpdateError(f"disk full in {directory}: {exc.strerror}; nothing was changed "
-                              f"(partial download kept for resume)", EXIT_NO_SPACE) from None
+            # the partial files hold the space that ran out: give it back
+            _discard(part, delta)
+            raise UpdateError(f"disk full in {directory} while writing: {exc.strerror}; nothing was "
+                              f"changed, temporary files removed", EXIT_NO_SPACE) from None
         raise UpdateError(f"{directory}: {exc}") from None
     _discard(*cleanup)
     for stale in directory.glob(f".{name}.img.part*"):
@@ -310,9 +315,10 @@ def update(args, directory: Path, state: State) -> int:
     return EXIT_OK
 
 
-def check_space(directory: Path, name: str, need: int) -> None:
-    """Refuse before writing anything; our own leftovers (partial downloads) count as free."""
-    leftovers = sum(p.stat().st_size for p in directory.glob(".*") if p.is_file() and name in p.name)
+def check_space(directory: Path, name: str, need: int, reused: list[Path] = ()) -> None:
+    """Refuse before writing anything; the temporaries in ``reused`` (resumed or overwritten
+    by this update) count as free."""
+    leftovers = sum(p.stat().st_size for p in reused if p.is_file())
     have = free_bytes(directory) + leftovers
     if have < need:
         raise UpdateError(f"not enough space in {directory}: {name} needs {need >> 20} MiB, "

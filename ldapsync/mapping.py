@@ -282,7 +282,8 @@ class BootserverdProfile(Profile):
             next_image, rollout, warnings = _rollout(entry)
             school = School(name=code, image=entry.first("bootserverdDefaultImage"),
                             kernel_args=entry.first("bootserverdKernelArguments") or "", boot_mode=boot_mode,
-                            next_image=next_image, rollout=rollout)
+                            next_image=next_image, rollout=rollout,
+                            kernel_version=entry.first("bootserverdKernelVersion"))
             return self._warn(SchoolRecord(dn, school, entry.all("bootserverdBootServer")), [warning, *warnings])
         if "bootserverdorganizationsettings" in classes:
             boot_mode, w1 = _choice(entry, "bootserverdBootMode", BOOT_MODES)
@@ -291,7 +292,8 @@ class BootserverdProfile(Profile):
             defaults = Defaults(image=entry.first("bootserverdDefaultImage"),
                                 kernel_args=entry.first("bootserverdKernelArguments") or "",
                                 boot_mode=boot_mode or "netboot", type=device_type,
-                                next_image=next_image, rollout=rollout)
+                                next_image=next_image, rollout=rollout,
+                                kernel_version=entry.first("bootserverdKernelVersion"))
             return self._warn(OrganisationRecord(dn, defaults), [w1, w2, *warnings])
         if "bootserverdimageentry" in classes:
             name = entry.first("bootserverdImageName")
@@ -339,13 +341,15 @@ class PuavoProfile(Profile):
                 return Skipped(normalize_dn(entry.dn), "puavoSchool without cn; entry ignored")
             boot_mode, warning = _choice(entry, "puavoDeviceBootMode", BOOT_MODES)
             school = School(name=name, image=entry.first("puavoDeviceImage"),
-                            kernel_args=entry.first("puavoDeviceKernelArguments") or "", boot_mode=boot_mode)
+                            kernel_args=entry.first("puavoDeviceKernelArguments") or "", boot_mode=boot_mode,
+                            kernel_version=entry.first("puavoDeviceKernelVersion"))
             return self._warn(SchoolRecord(dn, school), [warning])
         if "puavoeduorg" in classes:
             boot_mode, warning = _choice(entry, "puavoDeviceBootMode", BOOT_MODES)
             defaults = Defaults(image=entry.first("puavoDeviceImage"),
                                 kernel_args=entry.first("puavoDeviceKernelArguments") or "",
-                                boot_mode=boot_mode or "netboot")
+                                boot_mode=boot_mode or "netboot",
+                                kernel_version=entry.first("puavoDeviceKernelVersion"))
             return self._warn(OrganisationRecord(dn, defaults), [warning])
         return None
 

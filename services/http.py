@@ -14,15 +14,16 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from bootserverd import __version__
 from bootserverd.diffs import DiffCache, in_window, parse_window
 from bootserverd.metrics import Metrics
+from bootserverd.model import normalize_mac
 from bootserverd.rollout import release_of
 from services.http_devices import DeviceResource
 from services.http_diffs import DiffResource
 from services.http_files import BootFileResource, FileSender, ImageResource
+from services.http_limits import LimitedSite
 from services.http_metrics import MetricsResource
 from services.http_transfer import TransferRecord
 from services.http_util import send_error, send_json
@@ -31,7 +32,7 @@ log = Logger(namespace="bootserverd.http")
 PREBUILD_INTERVAL = 600.0           # seconds between ahead-of-time checks (also on every model change)
 
 
-class _Site(Site):
+class _Site(LimitedSite):
     noisy = False                     # no "Starting factory" lines
 
     def log(self, request) -> None:
@@ -86,6 +87,8 @@ class Router(Resource):
             return svc.boot_resource.tftp(request, rest)
         if head == "status" and not rest:
             return send_json(request, svc.status())
+        if head == "status" and len(rest) == 2 and rest[0] == "boot":
+            return svc.boot_status(request, rest[1])
         if head == "diffs":
             return svc.diff_resource.render(request, rest)
         if head == "v1" and rest[:1] == ["devices"]:
@@ -99,7 +102,7 @@ class HTTPService(Service):
     name = "http"
 
     def __init__(self, config, *, server, images, boot_files, model, resolver, state_dir: Path,
-                 reactor=None, metrics=None, extra_status=None, on_transfer=None):
+                 reactor=None, metrics=None, extra_status=None, on_transfer=None, boot_timeline=None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -116,17 +119,19 @@ class HTTPService(Service):
         self.metrics = metrics
         self.extra_status = extra_status      # () -> {section: dict}: directory, dhcp, ...
         self.on_transfer = on_transfer        # (TransferRecord) -> None: the boot report
+        self.boot_timeline = boot_timeline    # (mac) -> dict | None: the boot report's last boot
         self.started_at = time.time()
         self.port = None
+        self.site = None
         self.transfers = {"done": 0, "aborted": 0, "stalled": 0}
         self.bytes_sent = 0
         self.sender = FileSender(reactor, self._transfer_done, config.stall_timeout, config.sendfile)
         self.boot_resource = BootFileResource(boot_files, self.sender)
-        self.image_resource = ImageResource(images, self.sender, self.release_state)
         self.metrics_resource = MetricsResource(metrics)
         self.diffs = DiffCache(self.state_dir / "diffs", images, reactor, workers=config.diff_workers,
                                block_size=config.diff_block_size, nice=config.diff_nice,
                                max_bytes=config.diff_cache_max_bytes, metrics=metrics)
+        self.image_resource = ImageResource(images, self.sender, self.release_state, zsync=self.diffs.lookup_zsync)
         self.diff_resource = DiffResource(self.diffs, self.sender)
         self.device_resource = DeviceResource(model, images, self.diffs, resolver.http_base,
                                               self.state_dir / "device-reports.json", reactor)
@@ -171,15 +176,32 @@ class HTTPService(Service):
         return {"version": __version__, "uptime_seconds": round(time.time() - self.started_at, 1),
                 "images": [image.summary() for image in self.images.published()],
                 "devices": len(inventory.devices),
-                "http": {"transfers": dict(self.transfers), "bytes_sent": self.bytes_sent},
+                "http": {"transfers": dict(self.transfers), "bytes_sent": self.bytes_sent,
+                         **(self.site.status() if self.site is not None else {})},
                 "diffs": self.diffs.status(),
                 **(self.extra_status() if self.extra_status else {})}
+
+    def boot_status(self, request, text: str):
+        """/status/boot/<mac>: the device's last boot as `bootserverd status --device` shows it."""
+        try:
+            mac = normalize_mac(text)
+        except ValueError:
+            return send_error(request, 400, f"{text[:64]!r} is not a MAC address")
+        report = self.boot_timeline(mac) if self.boot_timeline is not None else None
+        if report is None:
+            return send_error(request, 404, f"{mac}: no boot seen since the daemon started "
+                                            "(or not among the recent devices)")
+        return send_json(request, report)
 
     def startService(self) -> None:
         super().startService()
         listen = self.config.listen
-        self.site = _Site(Router(self))
-        self.port = self.reactor.listenTCP(listen.port, self.site, interface=listen.host)
+        self.site = _Site(Router(self), reactor=self.reactor, metrics=self.metrics,
+                          max_per_client=self.config.max_connections_per_client,
+                          header_timeout=self.config.header_timeout)
+        # Twisted's default backlog of 50 drops SYNs when a classroom boots at once (each
+        # drop costs the client a 1 s retransmit); nginx uses 511
+        self.port = self.reactor.listenTCP(listen.port, self.site, backlog=511, interface=listen.host)
         self.diffs.start()
         self._prebuild_loop = LoopingCall(self._prebuild)
         self._prebuild_loop.clock = self.reactor

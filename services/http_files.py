@@ -8,16 +8,17 @@ joins a client's text onto a filesystem path.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from typing import Callable
 
 from twisted.web.server import NOT_DONE_YET
 
-from bootserverd.bootfiles import BootFileError, DiskFile
+from bootserverd.bootfiles import BootFileError, DiskFile, is_kernel_name
 from bootserverd.images import file_stamp
 from bootserverd.model import SAFE_IMAGE_NAME
-from services.http_range import decide
-from services.http_transfer import FileBody, TransferRecord
+from services.http_range import decide, multipart_layout
+from services.http_transfer import FileBody, SegmentedFile, TransferRecord
 from services.http_util import client_ip, send_error, send_json
 
 OCTETS = b"application/octet-stream"
@@ -66,14 +67,21 @@ class FileSender:
             return send_error(request, 416, f"range not satisfiable (size {file.size})",
                               headers={"Content-Range": decision.content_range})
         request.setResponseCode(decision.status)
+        start, length, size = decision.start, decision.length, file.size
+        if decision.multipart:                     # RFC 9110 §14.6, e.g. zsync's requests
+            boundary = secrets.token_hex(12)
+            segments, length = multipart_layout(decision.parts, file.size, content_type.decode("latin-1"),
+                                                boundary)
+            file = SegmentedFile(file, segments, length)
+            content_type = f"multipart/byteranges; boundary={boundary}".encode()
         request.setHeader(b"Content-Type", content_type)
-        request.setHeader(b"Content-Length", str(decision.length).encode())
+        request.setHeader(b"Content-Length", str(length).encode())
         if decision.content_range:
             request.setHeader(b"Content-Range", decision.content_range.encode())
         record = TransferRecord(client=client_ip(request), method=request.method.decode("latin-1"),
                                 path=request.path.decode("latin-1", "replace")[:300],
-                                status=decision.status, start=decision.start, length=decision.length,
-                                size=file.size)
+                                status=decision.status, start=start, length=length,
+                                size=size, parts=len(decision.parts))
         FileBody(request, file, record, self.reactor, self.on_transfer, self.stall_timeout,
                  self.allow_sendfile).start()
         return NOT_DONE_YET
@@ -84,15 +92,17 @@ def _text(value: bytes | None) -> str | None:
 
 
 class BootFileResource:
-    """/boot/<image>/vmlinuz|initrd.img, /ipxe/<name>.ipxe and /tftp/<path> via BootFiles."""
+    """/boot/<image>/vmlinuz[-<v>]|initrd.img[-<v>], /ipxe/<name>.ipxe and /tftp/<path> via BootFiles."""
 
     def __init__(self, boot_files, sender: FileSender):
         self.boot_files = boot_files
         self.sender = sender
 
     def boot(self, request, parts: list[str]):
-        if len(parts) != 2 or parts[1] not in ("vmlinuz", "initrd.img"):
-            return send_error(request, 404, "boot files are /boot/<image>/vmlinuz and /boot/<image>/initrd.img")
+        # BootFiles serves a versioned name only when the image's kernel map has that version
+        if len(parts) != 2 or not is_kernel_name(parts[1]):
+            return send_error(request, 404, "boot files are /boot/<image>/vmlinuz[-<version>] and "
+                                            "/boot/<image>/initrd.img[-<version>]")
         return self._serve(request, f"images/{parts[0]}/{parts[1]}", OCTETS)
 
     def ipxe(self, request, parts: list[str]):
@@ -117,12 +127,14 @@ def image_etag(sha256: str) -> str:
 
 
 class ImageResource:
-    """/images/ (JSON list) and /images/<name>.img (the squashfs file)."""
+    """/images/ (JSON list), /images/<name>.img (the squashfs file) and
+    /images/<name>.img.zsync (its zsync control file, made on demand by the diff cache)."""
 
-    def __init__(self, images, sender: FileSender, release_state: Callable[[str], str]):
+    def __init__(self, images, sender: FileSender, release_state: Callable[[str], str], zsync=None):
         self.images = images
         self.sender = sender
         self.release_state = release_state
+        self.zsync = zsync                      # name → Ready | Building | Refused (DiffCache.lookup_zsync)
 
     def listing(self) -> list[dict]:
         return [dict(image.summary(), release=self.release_state(image.name), url=f"/images/{image.name}.img")
@@ -134,14 +146,32 @@ class ImageResource:
         leaf = parts[0]
         if len(parts) != 1 or not (leaf.endswith(".img") or leaf.endswith(".img.zsync")):
             return send_error(request, 404, "images are /images/<name>.img")
-        if leaf.endswith(".zsync"):
-            return send_error(request, 404, "zsync control files are not offered; use /diffs/<from>--<to>.rdiff")
-        name = leaf[:-len(".img")]
+        zsync = leaf.endswith(".zsync")
+        name = leaf[:-len(".img.zsync")] if zsync else leaf[:-len(".img")]
         image = self.images.get(name) if SAFE_IMAGE_NAME.match(name) else None
         if image is None:
             return send_error(request, 404, f"image {name[:200]!r} is not published")
+        if zsync:
+            return self._zsync(request, name)
         file = open_checked(image.path, image.stamp)
         if file is None:
             return send_error(request, 503, f"image {name} changed on disk; it is being re-indexed",
                               headers={"Retry-After": 5})
         return self.sender.send(request, file, etag=image_etag(image.sha256))
+
+    def _zsync(self, request, name: str):
+        from bootserverd.diffs import Building, Refused
+        if self.zsync is None:
+            return send_error(request, 404, "zsync control files are not offered here")
+        answer = self.zsync(name)
+        if isinstance(answer, Refused):
+            return send_error(request, answer.code, answer.reason)
+        if isinstance(answer, Building):
+            return send_error(request, 503, f"the zsync control file of {name} is being made; retry later",
+                              headers={"Retry-After": answer.retry_after}, level="debug")
+        file = open_checked(answer.path)
+        if file is None or file.size != answer.size:
+            if file is not None:
+                file.close()
+            return send_error(request, 503, "zsync control file just replaced; retry", headers={"Retry-After": 1})
+        return self.sender.send(request, file, etag=f'"{answer.sha256}"', content_type=b"application/x-zsync")

@@ -12,6 +12,7 @@ one ``TransferRecord`` is reported at the end (done, aborted or stalled).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import time
@@ -40,6 +41,7 @@ class TransferRecord:
     began: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
     outcome: str = "done"       # done | aborted | stalled
+    parts: int = 0              # a multipart/byteranges answer: how many ranges
 
     @property
     def ok(self) -> bool:
@@ -51,8 +53,50 @@ class TransferRecord:
 
     def line(self) -> str:
         span = f" range {self.start}-{self.start + self.length - 1}/{self.size}" if self.status == 206 else ""
+        if self.parts > 1:
+            span = f" {self.parts} ranges of {self.size}"
         return (f"HTTP {self.client} {self.method} {self.path} {self.status}{span}: {self.sent} bytes "
                 f"in {self.seconds:.3f} s ({self.mbps:.1f} MB/s, {self.mode}): {self.outcome}")
+
+
+class SegmentedFile:
+    """A response body made of literal bytes and (offset, length) spans of ``file``, read like
+    a file; it has no descriptor, so it goes out on the copy path. Closing closes ``file``."""
+
+    def __init__(self, file, segments: list, size: int):
+        self.file = file
+        self.segments = segments
+        self.size = size
+        self.starts = []
+        at = 0
+        for segment in segments:
+            self.starts.append(at)
+            at += len(segment) if isinstance(segment, bytes) else segment[1]
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = []
+        index = max(bisect.bisect_right(self.starts, offset) - 1, 0)
+        end = min(offset + length, self.size)
+        while offset < end and index < len(self.segments):
+            segment, begins = self.segments[index], self.starts[index]
+            within = offset - begins
+            if isinstance(segment, bytes):
+                piece = segment[within:within + end - offset]
+            else:
+                piece = self.file.read(segment[0] + within, min(segment[1] - within, end - offset))
+                if not piece:
+                    break                       # the file shrank: the caller aborts
+            out.append(piece)
+            offset += len(piece)
+            if offset - begins >= (len(segment) if isinstance(segment, bytes) else segment[1]):
+                index += 1
+        return b"".join(out)
+
+    def fileno(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _sendfile_transport(request):

@@ -10,6 +10,9 @@
 3. Delta sizes for the pair: ours (rdiff -b 4096), Puavo's baseline (rdiff -b 128), zstd
    --patch-from --long=31, and the changed-files floor (tar of the changed files | zstd -19).
 4. The squashfs settings of docs/images.md against mksquashfs defaults: delta size for each.
+With ``--zsync``: only the zsync comparison for a pair of SIZE MiB — the control file made by
+the daemon (time, size), the bytes the real ``zsync -i old`` client fetches (multi-range
+requests) against the image size and the rdiff delta, and the client's wall time.
 The measuring part holds /tmp/bootserverd-bench.lock (the machine is shared).
 """
 from __future__ import annotations
@@ -186,6 +189,39 @@ def zstd_patch(old: Path, new: Path, work: Path) -> tuple[int, float]:
     return size, seconds
 
 
+def zsync_figures(work: Path, images: Path, old: Path, new: Path) -> None:
+    import re
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        daemon = Daemon(work / "zsync-d", images, expect_images=2)
+        try:
+            t = time.monotonic()
+            status = 0
+            while status != 200 and time.monotonic() - t < 600:
+                status, _, control = daemon.get(f"/images/{NEW}.img.zsync")
+                time.sleep(0.05)
+            made = time.monotonic() - t
+            out = work / "zsync-out.img"
+            t = time.monotonic()
+            got = subprocess.run(["zsync", "-i", str(old), "-o", str(out), daemon.url(f"/images/{NEW}.img.zsync")],
+                                 cwd=work, capture_output=True, text=True, timeout=1200)
+            client = time.monotonic() - t
+            fetched = int(re.search(r"fetched (\d+)", got.stdout + got.stderr)[1])
+            same = subprocess.run(["cmp", "-s", str(out), str(new)]).returncode == 0
+        finally:
+            daemon.stop()
+    delta, _ = rdiff_delta(old, new, work, 4096)
+    size = new.stat().st_size
+    print(f"\n## zsync against rdiff, {size >> 20} MiB pair (3% of files rewritten, 10 added)")
+    print(f"  control file: {len(control) >> 10} KiB ({100 * len(control) / size:.2f}% of the image), "
+          f"made by the daemon in {made:.1f} s (niced worker)")
+    print(f"  zsync -i old: fetched {fetched >> 10} KiB = {100 * fetched / size:.1f}% of the image, "
+          f"{fetched / delta:.2f}x the rdiff delta ({delta >> 10} KiB); {client:.1f} s; "
+          f"result {'identical' if same else 'DIFFERENT'}")
+    print(f"  zsync total (control + fetched): {(fetched + len(control)) >> 10} KiB; "
+          f"rdiff delta + nothing else: {delta >> 10} KiB")
+
+
 def machine() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     return f"nproc {os.cpu_count()}, CPU {cpu}, kernel {os.uname().release}"
@@ -197,11 +233,20 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--compare-size", type=int, default=256, help="MiB for the squashfs settings comparison")
     ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
+    ap.add_argument("--zsync", action="store_true", help="only the zsync comparison (docs/benchmarks-http2.md)")
     a = ap.parse_args()
     work = a.keep or Path(tempfile.mkdtemp(prefix="http-bench-", dir="/var/tmp"))
     images = work / "images"
     images.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()} (shared with other engineers' tests)")
+    if a.zsync:
+        old, new, _ = build_pair(work, images, a.size << 20)
+        try:
+            zsync_figures(work, images, old, new)
+        finally:
+            if not a.keep:
+                shutil.rmtree(work, ignore_errors=True)
+        return 0
     t = time.monotonic()
     old, new, floor = build_pair(work, images, a.size << 20)
     (work / "small").mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ from tests.fuzz.harness import Fdp
 with harness.instrumented("services", "bootserverd.bootfiles", "bootserverd.resolver"):
     from bootserverd.bootfiles import BootFiles
     from bootserverd.diffs import Refused
-    from services.http import Router
+    from services.http import HTTPService, Router
     from services.http_devices import DeviceResource
     from services.http_diffs import DiffResource
     from services.http_files import BootFileResource, ImageResource
@@ -129,16 +129,21 @@ SERVICE = SimpleNamespace(
     device_resource=DeviceResource(MODEL, Images(), None, lambda: "http://10.0.0.1:8080",
                                    SCRATCH / "reports.json", Clock()),
     metrics_resource=SimpleNamespace(render=lambda request: b""),
-    status=lambda: {})
+    status=lambda: {},
+    boot_status=lambda request, text: HTTPService.boot_status(
+        SimpleNamespace(boot_timeline=lambda mac: None), request, text))
 ROUTER = Router(SERVICE)
 PREFIXES = (b"/tftp/", b"/boot/", b"/ipxe/", b"/images/", b"/diffs/", b"/v1/devices/", b"/",
-            b"/tftp/pxelinux.cfg/", b"/tftp/sub/", b"/boot/" + IMAGE.encode() + b"/")
+            b"/status/boot/", b"/tftp/pxelinux.cfg/", b"/tftp/sub/", b"/boot/" + IMAGE.encode() + b"/")
 CLIENTS = ("10.0.0.57", "127.0.0.1", "10.9.0.5", "::1", "?")
 
 
 def _check_decision(d, size: int) -> None:
     assert d.status in (200, 206, 304, 416), d
-    if d.status == 206:
+    if d.status == 206 and d.multipart:   # merged, sorted, disjoint ranges inside the file
+        assert len(d.parts) >= 2 and all(0 <= a <= b < size for a, b in d.parts), (d, size)
+        assert all(d.parts[i][1] + 1 < d.parts[i + 1][0] for i in range(len(d.parts) - 1))
+    elif d.status == 206:
         assert 0 <= d.start and d.length >= 1 and d.start + d.length <= size, (d, size)
         assert d.content_range == f"bytes {d.start}-{d.end}/{size}"
     if d.status == 200:

@@ -56,8 +56,8 @@ def machine() -> str:
     return f"{cores} cores ({model}), Linux {platform.release()}, Python {platform.python_version()}"
 
 
-ORDER = ("fuzz", "fuzz_service", "dhcp_flood", "tftp_storm", "nbd_silent", "http_slow",
-         "dhcp_kill9", "disk_full", "slapd_kill", "nbd_image_swap", "dhcp_link")
+ORDER = ("fuzz", "fuzz_service", "dhcp_flood", "tftp_storm", "nbd_silent", "http_slow", "http_slowloris",
+         "dhcp_kill9", "dhcp_restart", "disk_full", "disk_full_diff", "disk_full_snapshot", "slapd_kill", "nbd_image_swap", "dhcp_link")
 
 
 def render(directory: Path, out: Path) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 def build_image(target: Path, kernel_version: str = "6.1.0-18-amd64", kernel: bytes | None = None,
                 initrd: bytes | None = None, extra: dict[str, bytes] | None = None,
-                links: bool = True) -> Path:
-    """Write a squashfs at ``target`` with /boot/vmlinuz-<v>, /boot/initrd.img-<v> (and links)."""
+                links: bool = True, more_kernels: dict[str, tuple[bytes, bytes]] | None = None) -> Path:
+    """Write a squashfs at ``target`` with /boot/vmlinuz-<v>, /boot/initrd.img-<v> (and links);
+    ``more_kernels``: version → (kernel, initrd) bytes of further pairs (the links stay on <v>)."""
     kernel = kernel if kernel is not None else b"kernel " + os.urandom(64 << 10)
     initrd = initrd if initrd is not None else b"initrd " + os.urandom(256 << 10)
     with tempfile.TemporaryDirectory() as tmp:
@@ -24,6 +25,9 @@ def build_image(target: Path, kernel_version: str = "6.1.0-18-amd64", kernel: by
             if links:
                 os.symlink(f"vmlinuz-{kernel_version}", boot / "vmlinuz")
                 os.symlink(f"initrd.img-{kernel_version}", boot / "initrd.img")
+        for version, (more_kernel, more_initrd) in (more_kernels or {}).items():
+            (boot / f"vmlinuz-{version}").write_bytes(more_kernel)
+            (boot / f"initrd.img-{version}").write_bytes(more_initrd)
         for name, data in (extra or {}).items():
             path = root / name.lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)

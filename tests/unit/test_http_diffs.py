@@ -94,3 +94,35 @@ def test_prebuild_window():
     for bad in ("18-7", "25:00-01:00", "xx", "10:00"):
         with pytest.raises(ValueError):
             parse_window(bad)
+
+
+def test_budget_spares_the_diff_just_built(tmp_path):
+    # The least useful diff is the one just built: evicting it would send its client into a
+    # build → evict → rebuild loop. It stays; the others go in order until the cache fits.
+    cache = DiffCache(tmp_path, images=None, reactor=_Clock(), max_bytes=1 << 20,
+                      demand=lambda: {("a", "b"): 10, ("c", "d"): 5, ("e", "f"): 0})
+    for key, pair in (("k1.rdiff", ("a", "b")), ("k2.rdiff", ("c", "d")), ("new.rdiff", ("e", "f"))):
+        (tmp_path / key).write_bytes(b"x" * (3 << 19))
+        (tmp_path / (key + ".json")).write_text(json.dumps({"from": pair[0], "to": pair[1], "sha256": "0",
+                                                             "size": 3 << 19}))
+    assert cache.evict(keep="new.rdiff") == ["k2.rdiff", "k1.rdiff"]
+    assert [p.name for p in tmp_path.glob("*.rdiff")] == ["new.rdiff"]
+    assert cache.evict() == ["new.rdiff"]           # the next round may take it
+
+
+def test_a_build_that_ran_out_of_space_is_retried_once_space_is_freed(tmp_path):
+    from bootserverd.diffs import FAILED_BACKOFF, Failure
+    clock = _Clock()
+    cache = DiffCache(tmp_path, images=None, reactor=clock)
+    free = [1000]
+    cache._free = lambda: free[0]                       # the filesystem's free bytes, as the test says
+    cache.failed["k"] = Failure(0.0, "no space left on device", free=1000)
+    cache.failed["other"] = Failure(0.0, "rdiff delta: bad input")
+    assert cache._backed_off("k") is not None           # nothing freed: no pointless rebuild
+    free[0] = 900
+    assert cache._backed_off("k") is not None
+    free[0] = 5000                                       # someone made room: try again now
+    assert cache._backed_off("k") is None
+    assert cache._backed_off("other") is not None       # other failures wait the backoff
+    clock.seconds = lambda: FAILED_BACKOFF + 1
+    assert cache._backed_off("other") is None

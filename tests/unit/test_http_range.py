@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hypothesis import given, strategies as st
 
-from services.http_range import decide, parse_range
+from services.http_range import MAX_RANGES, decide, multipart_layout, parse_range, parse_ranges
 
 ETAG = '"abc"'
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,8 @@ def test_decisions():
     assert d.end == 19
     d = decide("GET", 1000, ETAG, "bytes=2000-")
     assert (d.status, d.length, d.content_range) == (416, 0, "bytes */1000")
-    assert decide("GET", 1000, ETAG, "bytes=0-0,5-9").status == 200
+    d = decide("GET", 1000, ETAG, "bytes=0-0,5-9")
+    assert (d.status, d.multipart, d.parts) == (206, True, ((0, 0), (5, 9)))
 
 
 def test_if_range():
@@ -69,3 +70,48 @@ def test_ranges_stay_inside_the_file(size, a, b):
             assert d.content_range == f"bytes {d.start}-{d.end}/{size}"
         if d.status == 200:
             assert (d.start, d.length) == (0, size)
+
+
+def test_several_ranges_merged_sorted_and_capped():
+    assert parse_ranges("bytes=0-1,5-6", 1000) == [(0, 1), (5, 6)]
+    assert parse_ranges("bytes=500-599,0-99,50-149,150-160", 1000) == [(0, 160), (500, 599)]
+    assert parse_ranges("bytes=0-9,10-19", 1000) == [(0, 19)]               # touching: one part
+    assert parse_ranges("bytes=0-9,2000-3000", 1000) == [(0, 9)]             # unsatisfiable part dropped
+    assert parse_ranges("bytes=2000-,3000-", 1000) == "unsatisfiable"
+    assert parse_ranges("bytes=0-9,x", 1000) is None                          # one invalid spec: ignore all
+    many = ",".join(f"{i * 10}-{i * 10 + 1}" for i in range(MAX_RANGES + 1))
+    assert parse_ranges(f"bytes={many}", 10**6) is None                       # too many: whole file
+    assert decide("GET", 10**6, ETAG, f"bytes={many}").status == 200
+    d = decide("GET", 1000, ETAG, "bytes=0-9,-10")
+    assert d.parts == ((0, 9), (990, 999)) and d.multipart
+
+
+def _body(segments, data: bytes) -> bytes:
+    return b"".join(s if isinstance(s, bytes) else data[s[0]:s[0] + s[1]] for s in segments)
+
+
+def test_multipart_body_parses_with_the_stdlib_email_parser():
+    import email.parser
+    data = bytes(range(256)) * 40
+    parts = [(0, 9), (100, 355), (10000, 10239)]
+    segments, total = multipart_layout(parts, len(data), "application/octet-stream", "B0UNDARY")
+    body = _body(segments, data)
+    assert len(body) == total
+    message = email.parser.BytesParser().parsebytes(
+        b"Content-Type: multipart/byteranges; boundary=B0UNDARY\r\n\r\n" + body)
+    got = [(part["Content-Range"], part.get_payload(decode=True)) for part in message.get_payload()]
+    assert got == [(f"bytes {a}-{b}/{len(data)}", data[a:b + 1]) for a, b in parts]
+
+
+@given(size=st.integers(1, 5000), specs=st.lists(st.tuples(st.integers(0, 6000), st.integers(0, 6000)),
+                                                  min_size=1, max_size=10))
+def test_merged_ranges_cover_exactly_what_was_asked(size, specs):
+    header = "bytes=" + ",".join(f"{min(a, b)}-{max(a, b)}" for a, b in specs)
+    got = parse_ranges(header, size)
+    asked = {i for a, b in specs for i in range(min(a, b), min(max(a, b), size - 1) + 1)}
+    if got == "unsatisfiable":
+        assert not asked
+        return
+    covered = [i for a, b in got for i in range(a, b + 1)]
+    assert set(covered) == asked and len(covered) == len(asked)              # no byte twice
+    assert all(got[i][1] + 1 < got[i + 1][0] for i in range(len(got) - 1))  # sorted, apart

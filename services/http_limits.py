@@ -1,0 +1,172 @@
+"""Connection limits for the HTTP listener: a per-client connection cap and a request deadline.
+
+Twisted's idle timeout restarts with every byte received, so a client that trickles header
+bytes (slowloris) keeps a connection for ever, and nothing stops one address from opening
+hundreds. Here:
+- ``LimitedSite.buildProtocol`` counts connections per client address; past
+  ``max_per_client`` the connection gets a 429 and is closed before any parsing;
+- ``LimitedChannel`` gives each request ``header_timeout`` seconds from the connection (or the
+  end of the previous response on a keep-alive connection) until its headers and body are
+  complete; a client that has not managed by then is cut.
+Refusals and cuts are logged at most once a minute per address and kind, with a count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+
+log = Logger(namespace="bootserverd.http")
+LOG_EVERY = 60.0                 # seconds between log lines per (address, kind)
+MAX_LOG_KEYS = 10000             # bounded memory for the rate-limited log
+TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 52\r\n\r\n"
+            b"429 too many connections from your address; retry\n\n")
+
+
+class RateLimitedLog:
+    """One line per (address, kind) per LOG_EVERY seconds, saying how many were suppressed."""
+
+    def __init__(self, clock, metrics=None):
+        self.clock = clock
+        self.metrics = metrics
+        self.last: dict[tuple[str, str], float] = {}
+        self.suppressed: Counter = Counter()
+
+    def note(self, host: str, kind: str, text: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(service="http", kind=kind).inc()
+        key = (host, kind)
+        now = self.clock.seconds()
+        if now - self.last.get(key, -LOG_EVERY) < LOG_EVERY:
+            self.suppressed[key] += 1
+            return
+        if len(self.last) >= MAX_LOG_KEYS:
+            self.last.clear()
+        self.last[key] = now
+        more = self.suppressed.pop(key, 0)
+        log.warn("HTTP {client}: {text}{more}", client=host, text=text,
+                 more=f" ({more} more since the last line)" if more else "")
+
+
+class _TooMany(Protocol):
+    """Answers 429 and half-closes; reads and drops what the client sends for up to
+    LINGER seconds, so the 429 is not destroyed by a reset (closing a socket with unread
+    request bytes in it sends RST, and the client sees "connection reset" instead)."""
+    LINGER = 1.0
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.timer = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(TOO_MANY)
+        self.transport.loseWriteConnection()
+        self.timer = self.clock.callLater(self.LINGER, self.transport.loseConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+
+
+def _pending_output(transport) -> bool:
+    """Whether Twisted still holds response bytes for this connection (a slow reader)."""
+    data = getattr(transport, "dataBuffer", b"")
+    return bool(getattr(transport, "_tempDataBuffer", None)) or len(data) > getattr(transport, "offset", 0)
+
+
+class LimitedChannel(HTTPChannel):
+    header_timeout = 15.0
+    client_host = "?"
+    _deadline = None
+    _gone = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.site.clock.callLater(self.header_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def allContentReceived(self) -> None:
+        self._disarm()                       # a whole request: from here the transfer's own limits apply
+        super().allContentReceived()
+
+    def requestDone(self, request) -> None:
+        super().requestDone(request)
+        if not self._gone:
+            self._arm()                      # the next request on this connection gets its own deadline
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._gone or self.transport is None:
+            return
+        if _pending_output(self.transport):
+            self._arm()                      # still delivering a response: the idle timeout's business
+            return
+        self.site.cut += 1
+        self.site.limits_log.note(self.client_host, "header-timeout",
+                                  f"no complete request within {self.header_timeout:g} s; connection cut")
+        # not abortConnection: a response sent with sendfile may still sit in the kernel's
+        # socket buffer, and a reset would throw it away; a close lets the kernel deliver it
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        self._gone = True
+        self._disarm()
+        self.site.release(self.client_host)
+        super().connectionLost(reason)
+
+
+class LimitedSite(Site):
+    protocol = LimitedChannel
+    noisy = False
+
+    def __init__(self, resource, *, reactor, max_per_client: int, header_timeout: float, metrics=None):
+        super().__init__(resource, reactor=reactor)
+        self.clock = reactor
+        self.max_per_client = max_per_client
+        self.header_timeout = header_timeout
+        self.connections: Counter = Counter()
+        self.refused = 0
+        self.cut = 0
+        self.limits_log = RateLimitedLog(reactor, metrics)
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", "?")
+        if self.connections[host] >= self.max_per_client:
+            self.refused += 1
+            self.limits_log.note(host, "too-many-connections",
+                                 f"more than {self.max_per_client} connections at once "
+                                 "(http.max_connections_per_client); refused with 429")
+            return _TooMany(self.clock)
+        channel = super().buildProtocol(addr)
+        channel.client_host = host
+        channel.header_timeout = self.header_timeout
+        self.connections[host] += 1
+        return channel
+
+    def release(self, host: str) -> None:
+        self.connections[host] -= 1
+        if self.connections[host] <= 0:
+            del self.connections[host]
+
+    def status(self) -> dict:
+        return {"connections": sum(self.connections.values()), "clients": len(self.connections),
+                "refused_too_many": self.refused, "cut_header_timeout": self.cut}
