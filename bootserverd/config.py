@@ -66,6 +66,27 @@ def parse_pool(value: Any, ctx: Context) -> tuple[tuple[IPv4Address, IPv4Address
     return tuple(out)
 
 
+def parse_reserve(value: Any, ctx: Context) -> int | str:
+    """A count of addresses (20) or a share of the pool ("10%"), kept as written."""
+    problem = f"must be a count of addresses like 20 or a share of the pool like \"10%\", not {value!r}"
+    if isinstance(value, bool):
+        raise ValueError(problem)
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(problem)
+        return value
+    text = str(value).strip()
+    if not text.endswith("%"):
+        raise ValueError(problem)
+    try:
+        share = float(text[:-1])
+    except ValueError:
+        raise ValueError(problem) from None
+    if not 0 <= share <= 100:
+        raise ValueError(f"share {text} must be from 0% to 100%")
+    return text
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     address: IPv4Address = field(metadata={"required": True})
@@ -135,11 +156,17 @@ class SubnetConfig:
     domain: str | None = None
     ntp: tuple[IPv4Address, ...] = ()
     lease_time: int = field(default=3600, metadata={"min": 60, "max": 365 * 86400})
+    # pool addresses unknown clients may not take: a count (20) or a share of the pool ("10%")
+    reserve_for_known: int | str = field(default=0, metadata={"parse": parse_reserve})
 
     def check(self, ctx: Context, key: str) -> None:
         for low, high in self.pool:
             if low not in self.network or high not in self.network:
                 ctx.problem(f"{key}.pool", f"range {low}-{high} is not inside {self.network}")
+        size = sum(int(high) - int(low) + 1 for low, high in self.pool)
+        if isinstance(self.reserve_for_known, int) and self.reserve_for_known > size:
+            ctx.problem(f"{key}.reserve_for_known",
+                        f"{self.reserve_for_known} is more than the pool's {size} addresses")
 
 
 @dataclass(frozen=True)
@@ -155,6 +182,8 @@ class DhcpConfig:
     unicast_offers: bool = False     # unicast to yiaddr via a neighbour entry (needs CAP_NET_ADMIN)
     match_client_id: bool = False    # key leases on option 61 (RFC 2131) instead of the MAC
     decline_hold: float = field(default=600.0, metadata={"min": 0.0, "max": 86400.0})
+    ping_check: bool = False         # ICMP echo a pool address before offering it (conflict probe)
+    ping_timeout: float = field(default=1.0, metadata={"min": 0.05, "max": 10.0})
 
     def check(self, ctx: Context, key: str) -> None:
         if not self.enabled:

@@ -13,16 +13,19 @@ tear the last line, and a cold start of 50,000 leases well under a second either
 
 from __future__ import annotations
 
+import gc
 import os
 import zlib
 from datetime import datetime, timezone
 from ipaddress import IPv4Address
 from pathlib import Path
+from socket import inet_aton
 from typing import Iterable
 
 from dhcp.leases import BOUND, Lease
 
 _STATES = ("offered", "bound", "released", "declined")
+_STATE_OF = {state.encode(): state for state in _STATES}
 
 
 def _clean(text: str | None) -> str:
@@ -37,17 +40,49 @@ def format_row(lease: Lease) -> bytes:
 
 
 def parse_row(line: bytes) -> Lease | None:
-    body, _, crc = line.rstrip(b"\n").rpartition(b"\t")
-    try:
-        if int(crc, 16) != zlib.crc32(body):
-            return None
-        ip, key, mac, hostname, expiry, state = body.decode("utf-8").split("\t")
-        if state not in _STATES:
-            return None
-        return Lease(IPv4Address(ip), None if key == "-" else bytes.fromhex(key), mac,
-                     hostname or None, float(expiry), state)
-    except ValueError:
+    """One journal line (with or without its newline) → Lease, or None if torn or corrupt."""
+    fields = line.rstrip(b"\n").split(b"\t")
+    if len(fields) != 7:
         return None
+    ip, key, mac, hostname, expiry, state, crc = fields
+    try:
+        if int(crc, 16) != zlib.crc32(line[:len(line) - len(crc) - 1 - line.endswith(b"\n")]):
+            return None
+        state_text = _STATE_OF.get(state)
+        if state_text is None:
+            return None
+        # inet_aton + int: IPv4Address("a.b.c.d") parses in Python, 5x slower at 50,000 rows
+        return Lease(IPv4Address(int.from_bytes(inet_aton(ip.decode("ascii")), "big")),
+                     None if key == b"-" else bytes.fromhex(key.decode("ascii")),
+                     mac.decode("utf-8"), hostname.decode("utf-8") or None, float(expiry),
+                     state_text)
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+
+
+def _replay(data: bytes) -> tuple[list[Lease], int, int]:
+    """(last row per address, bytes of whole valid lines, their count). Stops at the first
+    torn or corrupt line: nothing after it was ever acknowledged as a whole."""
+    lines = data.split(b"\n")
+    lines.pop()            # b"" after a final newline, else the torn final line
+    rows: dict[bytes, Lease] = {}
+    good_end = count = 0
+    # 50,000 rows make ~200,000 objects: the cyclic GC would rescan them all several
+    # times over (a third of the load time); none of them is in a cycle.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for line in lines:
+            row = parse_row(line)
+            if row is None:
+                break
+            rows[line[:line.find(b"\t")]] = row   # keyed by the address text: cheap hash
+            count += 1
+            good_end += len(line) + 1
+    finally:
+        if enabled:
+            gc.enable()
+    return list(rows.values()), good_end, count
 
 
 class LeaseDB:
@@ -59,30 +94,17 @@ class LeaseDB:
     def load(self) -> list[Lease]:
         """Read the journal (creating it if missing); drop a torn tail. Call before append."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        rows: dict[IPv4Address, Lease] = {}
-        good_end = 0
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             data = b""
-        start = 0
-        count = 0
-        while start < len(data):
-            end = data.find(b"\n", start)
-            if end < 0:
-                break  # torn final line
-            row = parse_row(data[start:end + 1])
-            if row is None:
-                break  # corrupt: everything after it was never acknowledged as a whole
-            rows[row.ip] = row
-            count += 1
-            start = good_end = end + 1
+        rows, good_end, count = _replay(data)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         if good_end < len(data):
             os.ftruncate(self._fd, good_end)
             os.fsync(self._fd)
         self.records = count
-        return list(rows.values())
+        return rows
 
     def append(self, leases: Iterable[Lease]) -> None:
         """Write a batch and fsync once; on return every row is on stable storage."""
@@ -136,16 +158,11 @@ def list_leases(path: Path, now: float | None = None, all_rows: bool = False
     (every row with all_rows), sorted by IP. Reads without modifying the journal."""
     import time
     now = time.time() if now is None else now
-    rows: dict[IPv4Address, Lease] = {}
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    for line in data.splitlines(keepends=True):
-        row = parse_row(line) if line.endswith(b"\n") else None
-        if row is None:
-            break
-        rows[row.ip] = row
+    rows = {row.ip: row for row in _replay(data)[0]}
     return [(r.mac, str(r.ip), r.hostname, datetime.fromtimestamp(r.expiry, timezone.utc))
             for ip, r in sorted(rows.items())
             if all_rows or (r.state == BOUND and r.expiry > now)]

@@ -77,7 +77,7 @@ def _quiet_twisted(event: dict):
     namespace = event.get("log_namespace") or ""
     if event.get("log_level", LogLevel.info) >= LogLevel.warn:
         return PredicateResult.maybe
-    if namespace.startswith(("twisted.", "log_legacy", "scapy", "pyroute2")) or namespace == "twisted":
+    if namespace.startswith(("twisted.", "log_legacy", "scapy")) or namespace == "twisted":
         return PredicateResult.no
     if str(event.get("log_format", "")).startswith(("Starting factory", "Stopping factory")):
         return PredicateResult.no   # Factory.doStart/doStop log under the factory's own namespace

@@ -7,6 +7,7 @@ is free for a client when it has no row, its row is that client's, or the row ha
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Callable, Iterable
@@ -37,6 +38,7 @@ class LeaseTable:
         self._cursor: dict[Ranges, int] = {}
         self._version = 0                            # bumped on every change of the rows
         self._full: dict[Ranges, tuple[int, float]] = {}  # ranges → (version, no free row before)
+        self._held: dict[Ranges, _Held] = {}          # pools whose free addresses are counted
         for lease in leases:
             self.put(lease)
 
@@ -49,15 +51,36 @@ class LeaseTable:
         if old is not None and old.key is not None and old.key != lease.key \
                 and self.by_key.get(old.key) is old:
             del self.by_key[old.key]
-        self.by_ip[lease.ip] = lease
+        self._store(lease.ip, lease)
         if lease.key is not None:
             previous = self.by_key.get(lease.key)
             if previous is not None and previous.ip != lease.ip and previous.state == OFFERED:
                 # An unaccepted offer at another address is dropped, not kept as a hold.
                 if self.by_ip.get(previous.ip) is previous:
-                    del self.by_ip[previous.ip]
+                    self._store(previous.ip, None)
             self.by_key[lease.key] = lease
         return lease
+
+    def _store(self, ip: IPv4Address, row: Lease | None) -> None:
+        """The one place by_ip changes (None deletes), so the pool counters follow."""
+        if row is None:
+            self.by_ip.pop(ip, None)
+        else:
+            self.by_ip[ip] = row
+        for held in self._held.values():
+            if held.covers(ip):
+                held.update(ip, row)
+
+    def free_count(self, ranges: Ranges, now: float) -> int:
+        """Addresses in `ranges` that no active row holds (offered, bound or declined rows
+        whose expiry is still ahead). Incremental: O(log n) a change, not a pool scan."""
+        held = self._held.get(ranges)
+        if held is None:
+            held = self._held[ranges] = _Held(ranges)
+            for ip, row in self.by_ip.items():
+                if held.covers(ip):
+                    held.update(ip, row)
+        return held.size - held.count(now)
 
     def of_client(self, key: bytes) -> Lease | None:
         return self.by_key.get(key)
@@ -142,7 +165,8 @@ class LeaseTable:
         if previous is not None and previous.ip != ip and previous.state == BOUND \
                 and self.by_ip.get(previous.ip) is previous:
             self._version += 1
-            moved = self.by_ip[previous.ip] = replace(previous, state=RELEASED)
+            moved = replace(previous, state=RELEASED)
+            self._store(previous.ip, moved)
         return self.put(Lease(ip, key, mac, hostname, expiry, BOUND)), moved
 
     def forget_offer(self, key: bytes) -> None:
@@ -151,7 +175,7 @@ class LeaseTable:
             self._version += 1
             del self.by_key[key]
             if self.by_ip.get(row.ip) is row:
-                del self.by_ip[row.ip]
+                self._store(row.ip, None)
 
     def release(self, ip: IPv4Address, key: bytes, now: float) -> Lease | None:
         row = self.by_ip.get(ip)
@@ -165,11 +189,44 @@ class LeaseTable:
             del self.by_key[row.key]
         lease = Lease(ip, None, row.mac if row else "", None, until, DECLINED)
         self._version += 1
-        self.by_ip[ip] = lease
+        self._store(ip, lease)
         return lease
 
     def bound(self, now: float) -> list[Lease]:
         return [row for row in self.by_ip.values() if row.state == BOUND and row.active(now)]
+
+
+class _Held:
+    """The addresses of one pool held by a row, with each row's expiry. Rows are added and
+    removed as they change; expiry passes silently, so a heap pops the expired as `now`
+    advances (a stale heap entry, from a row since replaced, is skipped)."""
+
+    def __init__(self, ranges: Ranges):
+        self.ranges = ranges
+        self.size = sum(int(hi) - int(lo) + 1 for lo, hi in ranges)
+        self.until: dict[IPv4Address, float] = {}
+        self.heap: list[tuple[float, IPv4Address]] = []
+
+    def covers(self, ip: IPv4Address) -> bool:
+        return any(lo <= ip <= hi for lo, hi in self.ranges)
+
+    def update(self, ip: IPv4Address, row: Lease | None) -> None:
+        if row is None or row.state == RELEASED:
+            self.until.pop(ip, None)
+            return
+        self.until[ip] = row.expiry
+        heapq.heappush(self.heap, (row.expiry, ip))
+        if len(self.heap) > 4 * len(self.until) + 1024:   # renewals leave stale entries
+            self.heap = [(until, ip) for ip, until in self.until.items()]
+            heapq.heapify(self.heap)
+
+    def count(self, now: float) -> int:
+        heap, until = self.heap, self.until
+        while heap and heap[0][0] <= now:
+            expiry, ip = heapq.heappop(heap)
+            if until.get(ip) == expiry:
+                del until[ip]
+        return len(until)
 
 
 def _nth(ranges: Ranges, sizes: list[int], offset: int) -> IPv4Address:

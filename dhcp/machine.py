@@ -7,7 +7,8 @@ resolver and the reservation lookup; it must make `outcome.changes` durable befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Callable
@@ -19,6 +20,8 @@ from dhcp.leases import BOUND, DECLINED, Lease, LeaseTable
 BROADCAST = IPv4Address("255.255.255.255")
 CLIENT_PORT, SERVER_PORT, PXE_PORT = 68, 67, 4011
 OFFER_HOLD = 60.0        # an offered address is held this long for the client
+MAX_PROBES = 256         # conflict probes in flight; beyond that DISCOVERs wait for a retry
+PROBE_ATTEMPTS = 3       # addresses probed for one DISCOVER before giving up on it
 DECLINE_HOLD = 600.0     # a declined address is quarantined this long
 INFORM_AND_PROXY = ()
 # Options every reply carries when they apply; the rest follow the client's request list.
@@ -60,6 +63,25 @@ class Outcome:
     event: str | None = None           # one info-level log line (ACK/NAK/DECLINE/RELEASE)
     debug: str | Callable[[], str] | None = None  # per-packet detail (callable: built lazily)
     throttle: str | None = None        # events with the same key: at most one line a minute
+    probe: "Probe | None" = None       # send an ICMP echo; report with Machine.probe_result
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Action: is `ip` in use? Echo it, wait `timeout` s, then call probe_result(ip, ...)."""
+    ip: IPv4Address
+    timeout: float
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A DISCOVER waiting for the conflict probe of the address it is to be offered."""
+    msg: Message
+    arrival: Arrival
+    subnet: "Subnet"
+    server_id: IPv4Address
+    where: Any
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,7 @@ class Subnet:
     domain: str | None = None
     ntp: tuple[IPv4Address, ...] = ()
     lease_time: int = 3600
+    reserve_for_known: int = 0     # pool addresses unknown clients may not take
 
     @property
     def static_options(self) -> dict[int, bytes]:
@@ -93,10 +116,19 @@ class Subnet:
 
     @classmethod
     def from_config(cls, c: Any) -> "Subnet":
-        return cls(IPv4Network(c.network), tuple((IPv4Address(a), IPv4Address(b)) for a, b in c.pool),
-                   IPv4Address(c.router) if c.router else None,
+        pool = tuple((IPv4Address(a), IPv4Address(b)) for a, b in c.pool)
+        return cls(IPv4Network(c.network), pool, IPv4Address(c.router) if c.router else None,
                    tuple(IPv4Address(a) for a in c.dns), c.domain,
-                   tuple(IPv4Address(a) for a in c.ntp), int(c.lease_time))
+                   tuple(IPv4Address(a) for a in c.ntp), int(c.lease_time),
+                   reserve_count(getattr(c, "reserve_for_known", 0), pool))
+
+
+def reserve_count(value: int | str, pool) -> int:
+    """`reserve_for_known` as a number of addresses: a count, or "N%" of the pool rounded up."""
+    if isinstance(value, str):
+        size = sum(int(hi) - int(lo) + 1 for lo, hi in pool)
+        return min(size, math.ceil(float(value.rstrip("%")) * size / 100))
+    return int(value)
 
 
 @dataclass
@@ -112,6 +144,10 @@ class Policy:
     # iPXE, the initramfs) and they send different client identifiers (61) or none; keyed on
     # 61 each would take its own address (as under OVMF). True: RFC 2131's client identifier.
     match_client_id: bool = False
+    # ICMP echo before offering a pool address the client did not hold (ISC ping-check):
+    # an answer marks the address in conflict for decline_hold and another is tried.
+    ping_check: bool = False
+    ping_timeout: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -135,17 +171,20 @@ def client_info(msg: Message, match_client_id: bool = True) -> ClientInfo:
 class Machine:
     """One per service. `resolve(mac, arch, ipxe, client_ip)` is BootResolver.resolve;
     `reservation(mac)` returns the device's fixed IP or None; `reserved(ip)` tells whether an
-    address is some device's fixed IP."""
+    address is some device's fixed IP; `reserved_in(pool)` counts those inside a pool."""
 
     def __init__(self, policy: Policy, leases: LeaseTable,
                  resolve: Callable[..., Any],
                  reservation: Callable[[str], IPv4Address | None] = lambda mac: None,
-                 reserved: Callable[[IPv4Address], bool] = lambda ip: False):
+                 reserved: Callable[[IPv4Address], bool] = lambda ip: False,
+                 reserved_in: Callable[[tuple], int] = lambda pool: 0):
         self.policy = policy
         self.leases = leases
         self.resolve = resolve
         self.reservation = reservation
         self.reserved = reserved
+        self.reserved_in = reserved_in      # how many devices' fixed IPs lie in a pool
+        self.probing: dict[IPv4Address, _Pending] = {}
 
     # -- entry point ---------------------------------------------------------------------
     def handle(self, msg: Message, arrival: Arrival, now: float) -> Outcome:
@@ -221,11 +260,23 @@ class Machine:
         ip = IPv4Address(raw)
         return ip if ip in subnet.network else None
 
+    def _kept_for_known(self, subnet: Subnet, info: ClientInfo, plan: Any, ip: IPv4Address,
+                        now: float) -> bool:
+        """Whether giving `ip` to this client would dig into the pool's reserve for known
+        devices: only unknown clients taking an address they do not hold already."""
+        if not subnet.reserve_for_known or (plan is not None and plan.known):
+            return False
+        row = self.leases.at(ip)
+        if row is not None and row.key == info.key and row.active(now):
+            return False            # its own offer or lease: renewing takes nothing new
+        free = self.leases.free_count(subnet.pool, now) - self.reserved_in(subnet.pool)
+        return free <= subnet.reserve_for_known
+
     def _taken_for(self, fixed: IPv4Address | None) -> Callable[[IPv4Address], bool]:
         return lambda ip: ip != fixed and self.reserved(ip)
 
     # -- message handlers ------------------------------------------------------------------
-    def _discover(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
+    def _discover(self, msg, arrival, now, subnet, server_id, where, attempt=1) -> Outcome:
         info = client_info(msg, self.policy.match_client_id)
         plan = self._plan(info, None)
         if not self._admit(info, plan):
@@ -244,10 +295,56 @@ class Machine:
             if ip is None:
                 return Outcome(event=f"no free address in {subnet.network} for {info.mac} {where}",
                                throttle=f"pool {subnet.network}")   # a flood: not a line each
+            if self._kept_for_known(subnet, info, plan, ip, now):
+                return Outcome(event=f"pool of {subnet.network}: the last "
+                                     f"{subnet.reserve_for_known} free addresses are kept for "
+                                     f"known devices; unknown {info.mac} {where} not offered",
+                               throttle=f"reserve {subnet.network}")
+            if ip in self.probing:      # a retransmission: the probe's result will answer
+                return Outcome(debug=f"DISCOVER from {info.mac}: {ip} is being probed")
+            row = self.leases.at(ip)
+            if self.policy.ping_check and (row is None or row.key != info.key):
+                if len(self.probing) >= MAX_PROBES:
+                    return Outcome(event=f"{MAX_PROBES} conflict probes in flight; DISCOVER "
+                                         f"from {info.mac} {where} left for its retry",
+                                   throttle="probes")
+                hostname = plan.hostname if plan is not None else None
+                self.leases.offer(ip, info.key, info.mac, hostname, now + OFFER_HOLD, now)  # held
+                self.probing[ip] = _Pending(msg, arrival, subnet, server_id, where, attempt)
+                return Outcome(probe=Probe(ip, self.policy.ping_timeout),
+                               debug=lambda: f"probing {ip} before offering it to {info.mac}")
         hostname = plan.hostname if plan is not None else None
         self.leases.offer(ip, info.key, info.mac, hostname, now + OFFER_HOLD, now)
         reply = self._reply(msg, O.OFFER, arrival, subnet, server_id, info, plan, ip)
         return Outcome(reply=reply, debug=lambda: f"OFFER {ip} to {info.mac} {where}")
+
+    def probe_result(self, ip: IPv4Address, answered: bool, now: float) -> Outcome:
+        """The conflict probe of `ip` is over: offer it, or mark it in conflict and try
+        another address for the same DISCOVER."""
+        pending = self.probing.pop(ip, None)
+        if pending is None:
+            return Outcome(debug=f"probe result for {ip}: nothing waits for it")
+        msg, arrival, subnet, server_id, where = (pending.msg, pending.arrival, pending.subnet,
+                                                  pending.server_id, pending.where)
+        info = client_info(msg, self.policy.match_client_id)
+        row = self.leases.at(ip)
+        held = row is not None and row.key == info.key and row.active(now)
+        if not answered and held:
+            plan = self._plan(info, None)
+            reply = self._reply(msg, O.OFFER, arrival, subnet, server_id, info, plan, ip)
+            return Outcome(reply=reply, debug=lambda: f"OFFER {ip} to {info.mac} {where} (probed)")
+        if not answered:   # the hold went meanwhile (a DECLINE, another server chosen): start over
+            return self._discover(msg, arrival, now, subnet, server_id, where, pending.attempt + 1) \
+                if pending.attempt < PROBE_ATTEMPTS else Outcome(debug=f"probe of {ip}: gave up")
+        self.leases.forget_offer(info.key)
+        conflict = self.leases.decline(ip, now + self.policy.decline_hold)
+        event = (f"conflict: {ip} answered a ping before being offered to {info.mac} {where}; "
+                 f"kept out of the pool for {int(self.policy.decline_hold)} s")
+        if pending.attempt >= PROBE_ATTEMPTS:
+            return Outcome(changes=(conflict,), event=event + f"; {info.mac} waits for its retry")
+        again = self._discover(msg, arrival, now, subnet, server_id, where, pending.attempt + 1)
+        return replace(again, changes=(conflict,) + again.changes,
+                       event=event + (f"; {again.event}" if again.event else ""), throttle=None)
 
     def _request(self, msg, arrival, now, subnet, server_id, where) -> Outcome:
         info = client_info(msg, self.policy.match_client_id)
@@ -294,6 +391,10 @@ class Machine:
             elif not in_pool:
                 return self._nak(msg, arrival, server_id, info, where, ip,
                                  f"{state}: {ip} left the pool")
+            if self._kept_for_known(subnet, info, plan, ip, now):
+                return self._nak(msg, arrival, server_id, info, where, ip,
+                                 f"{state}: the pool's last free addresses are kept for "
+                                 f"known devices")
         else:
             row = self.leases.at(ip)
             if row is not None and row.key != info.key and row.state == BOUND and row.active(now):
@@ -449,7 +550,8 @@ class Machine:
             dest, port = msg.giaddr, SERVER_PORT
         elif msg.ciaddr != ZERO:
             dest, port = msg.ciaddr, CLIENT_PORT
-        elif msg.broadcast or not self.policy.unicast_offers or ip is None:
+        elif msg.broadcast or not self.policy.unicast_offers or ip is None \
+                or msg.htype != 1 or len(msg.chaddr) != 6:   # a neighbour entry needs a MAC
             dest, port = BROADCAST, CLIENT_PORT
         else:
             dest, port, unicast = ip, CLIENT_PORT, True

@@ -6,6 +6,7 @@ Packets are read in batches; every ACK of a batch waits for one fsync of the lea
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -17,8 +18,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from dhcp import icmp
 from dhcp.codec import ProtocolError, decode
-from dhcp.machine import BROADCAST, Arrival, Interface, Machine, Outcome, Reply
+from dhcp.machine import BROADCAST, Arrival, Machine, Outcome, Probe, Reply
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 PKTINFO = struct.Struct("=i4s4s")   # struct in_pktinfo: ifindex, spec_dst, addr
@@ -172,13 +174,14 @@ class DhcpHandler:
     def __init__(self, machine: Machine, commit: GroupCommit, interfaces,
                  clock: Callable[[], float] = time.time,
                  on_lease: Callable | None = None, neighbour: Callable | None = None,
-                 debug: bool = False):
+                 debug: bool = False, prober: "IcmpProber | None" = None):
         self.machine = machine
+        self.prober = prober                  # None: probes are answered "no reply" at once
         self.commit = commit
         self.interfaces = interfaces          # .addresses(ifindex) and .names
         self.clock = clock
         self.on_lease = on_lease
-        self.neighbour = neighbour            # (ifindex, ip, mac) → None; for unicast offers
+        self.neighbour = neighbour            # (interface, ip, mac) → None; for unicast offers
         self._warned: dict[object, float] = {}
         self._throttled: dict[str, tuple[float | None, int]] = {}   # key → (last logged, hidden since)
         self.debug = debug  # per-packet lines cost CPU even when filtered out later
@@ -213,6 +216,8 @@ class DhcpHandler:
         reply = outcome.reply
 
         def send():
+            if outcome.probe is not None:
+                self._probe(port, outcome.probe)
             if reply is not None:
                 if reply.unicast_to_mac and self.neighbour is not None:
                     self.neighbour(reply.interface, reply.dest, reply.message.chaddr)
@@ -228,6 +233,19 @@ class DhcpHandler:
             self.commit.submit(outcome.changes, send)
         else:
             send()
+
+    def _probe(self, port: DhcpPort, probe: Probe) -> None:
+        def done(answered: bool) -> None:
+            try:
+                outcome = self.machine.probe_result(probe.ip, answered, self.clock())
+            except Exception:
+                log.failure("internal error after the conflict probe of {ip}", ip=probe.ip)
+                return
+            self._act(port, outcome)
+        if self.prober is None:
+            done(False)
+        else:
+            self.prober.probe(probe.ip, probe.timeout, done)
 
     def _loud(self, key: str | None) -> bool:
         """Whether to log an event; a throttled kind once a minute, saying how many were not."""
@@ -254,12 +272,78 @@ class DhcpHandler:
                  who=who, src=src, ifname=ifname, e=error)
 
 
-def add_neighbour(iface: Interface, ip: IPv4Address, chaddr: bytes) -> None:
-    """Insert ip → MAC so a unicast reply reaches a client that has no address yet."""
-    from pyroute2 import IPRoute
-    try:
-        with IPRoute() as ipr:
-            ipr.neigh("replace", dst=str(ip), lladdr=chaddr.hex(":"), ifindex=iface.index,
-                      state=0x02)  # NUD_REACHABLE: ages out like a learnt entry
-    except Exception as e:
-        log.warn("neighbour entry {ip} failed: {e}", ip=ip, e=e)
+class IcmpProber:
+    """ICMP echo for the conflict probe: a ping socket (SOCK_DGRAM, when
+    net.ipv4.ping_group_range admits our group), else a raw socket (CAP_NET_RAW). Opened
+    before privileges are dropped. One probe per address at a time (the machine's rule)."""
+
+    def __init__(self, reactor=None):
+        self.reactor = reactor or default_reactor
+        try:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+            self.raw = False
+        except OSError:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            self.raw = True
+        self.sock.setblocking(False)
+        self.ident = os.getpid() & 0xFFFF   # a ping socket replaces it with its own port
+        self.seq = 0
+        self.waiting: dict[IPv4Address, tuple[int, object, Callable[[bool], None]]] = {}
+        self.reactor.addReader(self)
+
+    @property
+    def kind(self) -> str:
+        return "raw ICMP socket" if self.raw else "ICMP ping socket"
+
+    def probe(self, ip: IPv4Address, timeout: float, callback: Callable[[bool], None]) -> None:
+        self.seq = (self.seq + 1) & 0xFFFF
+        try:
+            self.sock.sendto(icmp.echo_request(self.ident, self.seq), (str(ip), 0))
+        except OSError as e:   # no route, say: nobody can answer, so the address is free
+            log.debug("conflict probe of {ip} not sent: {e}", ip=ip, e=e)
+        timer = self.reactor.callLater(timeout, self._finish, ip, False)
+        self.waiting[ip] = (self.seq, timer, callback)
+
+    def _finish(self, ip: IPv4Address, answered: bool) -> None:
+        entry = self.waiting.pop(ip, None)
+        if entry is None:
+            return
+        _, timer, callback = entry
+        if answered and timer.active():
+            timer.cancel()
+        callback(answered)
+
+    def doRead(self) -> None:
+        for _ in range(READ_BATCH):
+            try:
+                data, (src, _) = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warn("conflict probe socket: {e}", e=e)
+                return
+            reply = icmp.parse_echo_reply(data, self.raw)
+            if reply is None:
+                continue
+            ip = IPv4Address(src)
+            entry = self.waiting.get(ip)
+            # A raw socket sees every echo reply on the host: match ours by id and sequence.
+            if entry is not None and reply[1] == entry[0] and (not self.raw or reply[0] == self.ident):
+                self._finish(ip, True)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def logPrefix(self):
+        return "dhcp-probe"
+
+    def connectionLost(self, reason):
+        self.sock.close()
+
+    def close(self) -> None:
+        self.reactor.removeReader(self)
+        for ip in list(self.waiting):
+            _, timer, _ = self.waiting.pop(ip)
+            if timer.active():
+                timer.cancel()
+        self.sock.close()

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from bootserverd.leasedb import LeaseDB
 from dhcp.leases import OFFERED, LeaseTable
 from dhcp.machine import Machine, Policy, Subnet
-from dhcp.netif import Interfaces
-from dhcp.protocol import DhcpHandler, DhcpPort, GroupCommit, add_neighbour, open_socket
+from dhcp.netif import Interfaces, Neighbours
+from dhcp.protocol import DhcpHandler, DhcpPort, GroupCommit, IcmpProber, open_socket
 
 
 def _policy(config, server) -> Policy:
@@ -27,7 +27,9 @@ def _policy(config, server) -> Policy:
                   subnets=tuple(Subnet.from_config(s) for s in config.subnets),
                   server_address=IPv4Address(str(address)) if address else None,
                   unicast_offers=config.unicast_offers, decline_hold=config.decline_hold,
-                  match_client_id=config.match_client_id)
+                  match_client_id=config.match_client_id,
+                  ping_check=config.ping_check,
+                  ping_timeout=config.ping_timeout)
 
 
 class DHCPService(Service):
@@ -47,17 +49,29 @@ class DHCPService(Service):
         self.clock = clock
         self.ports: list[DhcpPort] = []
         self._reserved: frozenset[IPv4Address] = frozenset()
+        self._reserved_counts: dict[tuple, int] = {}
         self.db: LeaseDB | None = None
         self.table: LeaseTable | None = None
         self.machine: Machine | None = None
         self.commit: GroupCommit | None = None
         self.interfaces: Interfaces | None = None
         self.handler: DhcpHandler | None = None
+        self.prober: IcmpProber | None = None
+        self.neighbours = Neighbours()
 
     # -- reservations from the model (recomputed when the directory changes) ----------------
     def _inventory_changed(self, old=None, new=None) -> None:
         inventory = self.model.inventory
         self._reserved = frozenset(IPv4Address(d.ip) for d in inventory.devices if d.ip)
+        self._reserved_counts = {}
+
+    def _reserved_in(self, pool: tuple) -> int:
+        """Devices' fixed IPs inside a pool (they are not free for the pool's clients)."""
+        count = self._reserved_counts.get(pool)
+        if count is None:
+            count = self._reserved_counts[pool] = sum(
+                1 for ip in self._reserved if any(lo <= ip <= hi for lo, hi in pool))
+        return count
 
     def _reservation(self, mac: str) -> IPv4Address | None:
         device = self.model.inventory.device(mac)
@@ -80,14 +94,15 @@ class DHCPService(Service):
         self.model.subscribe(self._inventory_changed)
         self.machine = Machine(_policy(self.config, self.server), self.table,
                                self.resolver.resolve, self._reservation,
-                               lambda ip: ip in self._reserved)
+                               lambda ip: ip in self._reserved, self._reserved_in)
         self.commit = GroupCommit(self.db, self.reactor, self._live_rows, lambda: len(self.table))
         self.commit.start()
         self.interfaces = Interfaces(tuple(self.config.interfaces), self.reactor)
         self.interfaces.start()
         self.handler = DhcpHandler(self.machine, self.commit, self.interfaces, self.clock,
-                                   self.on_lease, add_neighbour,
+                                   self.on_lease, self.neighbours,
                                    debug=getattr(self.server, "log_level", "info") == "debug")
+        self._open_prober()
         ports = [self.config.listen_port]
         if self.config.mode == "proxy":
             ports.append(self.config.proxy_port)
@@ -105,6 +120,20 @@ class DHCPService(Service):
                       ifs=", ".join(self.config.interfaces) or "-",
                       ports=", ".join(str(p.port) for p in self.ports))
 
+    def _open_prober(self) -> None:
+        """The ICMP socket for dhcp.ping_check, opened while we may still hold CAP_NET_RAW."""
+        if not self.config.ping_check or self.prober is not None:
+            return
+        try:
+            self.prober = IcmpProber(self.reactor)
+        except OSError as e:
+            self.log.error("dhcp.ping_check: cannot open an ICMP socket ({e}); offering "
+                           "without the conflict probe", e=e)
+            return
+        self.handler.prober = self.prober
+        self.log.info("conflict probe on: ICMP echo before each new offer, {t} s timeout "
+                      "({kind})", t=self.config.ping_timeout, kind=self.prober.kind)
+
     def reconfigure(self, config) -> None:
         """SIGHUP: new policy and interfaces without dropping leases or sockets."""
         ports_changed = (config.listen_port, config.mode, config.proxy_port) != \
@@ -112,6 +141,8 @@ class DHCPService(Service):
         self.config = config
         if self.machine is not None:
             self.machine.policy = _policy(config, self.server)
+        if self.handler is not None:
+            self._open_prober()
         if self.interfaces is not None and tuple(config.interfaces) != self.interfaces.names:
             self.interfaces.names = tuple(config.interfaces)
             self.interfaces.refresh()
@@ -125,6 +156,10 @@ class DHCPService(Service):
         self.ports = []
         if self.interfaces is not None:
             self.interfaces.stop()
+        if self.prober is not None:
+            self.prober.close()
+            self.prober = None
+        self.neighbours.close()
 
     @defer.inlineCallbacks
     def stopService(self):

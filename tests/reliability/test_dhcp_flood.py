@@ -1,7 +1,9 @@
 """A DISCOVER flood from random MACs (a pool-exhaustion attempt) in namespaces made here:
 the server in one, the flooding pupil and the legitimate clients (busybox udhcpc) in two
 others, all on one bridge. With unknown_clients: allow the pool runs dry but reserved
-devices keep their addresses; with deny (or pxe-only) the flood gets nothing."""
+devices keep their addresses; with allow and `reserve_for_known` the flood stops short of the
+pool's last addresses, which a known device without a reservation then gets; with deny (or
+pxe-only) the flood gets nothing."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ exit 0
 """
 
 
-def dhcp_yaml(unknown: str, pool: str) -> str:
+def dhcp_yaml(unknown: str, pool: str, reserve: str = "0") -> str:
     return f"""  enabled: true
   interfaces: [br0]
   unknown_clients: {unknown}
@@ -32,6 +34,7 @@ def dhcp_yaml(unknown: str, pool: str) -> str:
       pool: {pool}
       router: 10.50.0.1
       lease_time: 600
+      reserve_for_known: {reserve}
 """
 
 
@@ -46,8 +49,10 @@ def udhcpc(ns, tmp: Path, mac: str) -> str | None:
     return out.read_text().split("=", 1)[1].strip() if out.exists() else None
 
 
-def phase(srv, flo, leg, tmp: Path, unknown: str, count: int, pool: str, pool_size: int) -> dict:
-    config = dn.write_config(tmp, dhcp_yaml(unknown, pool))
+def phase(srv, flo, leg, tmp: Path, unknown: str, count: int, pool: str, pool_size: int,
+          reserve: str = "0") -> dict:
+    tmp.mkdir()
+    config = dn.write_config(tmp, dhcp_yaml(unknown, pool, reserve))
     server = dn.Server(srv, config, tmp / f"server-{unknown}.log")
     server.start()
     try:
@@ -72,7 +77,7 @@ def phase(srv, flo, leg, tmp: Path, unknown: str, count: int, pool: str, pool_si
     log = server.log.read_text()
     assert "Traceback" not in log
     return {"flood": summary, "legit": legit, "known": known, "rss": rss, "pool_size": pool_size,
-            "no_free": log.count("no free address")}
+            "no_free": log.count("no free address") + log.count("kept for known devices")}
 
 
 def test_discover_flood_from_random_macs(tmp_path):
@@ -86,28 +91,32 @@ def test_discover_flood_from_random_macs(tmp_path):
             srv.ip("link", "set", port, "master", "br0")
         srv.ip("link", "set", "br0", "up")
         srv.ip("addr", "add", "10.50.0.1/21", "dev", "br0")
-        allow = phase(srv, flo, leg, tmp_path / "allow", "allow", count, pool, size) \
-            if (tmp_path / "allow").mkdir() is None else None
-        deny = phase(srv, flo, leg, tmp_path / "deny", "deny", count, pool, size) \
-            if (tmp_path / "deny").mkdir() is None else None
+        allow = phase(srv, flo, leg, tmp_path / "allow", "allow", count, pool, size)
+        kept = phase(srv, flo, leg, tmp_path / "kept", "allow", count, pool, size, '"10%"')
+        deny = phase(srv, flo, leg, tmp_path / "deny", "deny", count, pool, size)
     ok = lambda p: sum(got == want for _, got, want in p["legit"])
     rows = []
-    for name, p in (("allow", allow), ("deny", deny)):
+    for name, p in (("allow", allow), ("allow, reserve_for_known: 10%", kept), ("deny", deny)):
         f = p["flood"]
         rows += [(f"unknown_clients: {name}: flood", f"{f['sent']} DISCOVERs in {f['seconds']} s, "
                   f"{f['offers']} OFFERs for {f['distinct_addresses']} distinct addresses "
-                  f"(pool {p['pool_size']}); 'no free address' lines: {p['no_free']}"),
+                  f"(pool {p['pool_size']}); refusal lines logged (throttled): {p['no_free']}"),
                  (f"unknown_clients: {name}: reserved device (udhcpc)",
                   f"{ok(p)}/{len(p['legit'])} got 10.50.0.57 ({100 * ok(p) // len(p['legit'])} %)"),
                  (f"unknown_clients: {name}: known device without reservation, after the flood",
                   p["known"] or "no address (pool held by the flood's offers)"),
                  (f"unknown_clients: {name}: server peak RSS", f"{p['rss'] / 1024:.0f} MiB")]
     figures.record("dhcp_flood", "DHCP DISCOVER flood from random MACs (namespaces, bridge)", rows,
-                   "There is no per-subnet share kept for known devices yet: with `allow` a flood "
-                   "holds every pool address for OFFER_HOLD (60 s) and known devices without a "
-                   "reservation wait until offers expire. `unknown_clients: deny` or `pxe-only` "
-                   "(a flood tool rarely sends option 93) is the configuration that protects them.")
-    for p in (allow, deny):
+                   "With plain `allow` a flood holds every pool address for OFFER_HOLD (60 s) and "
+                   "known devices without a reservation wait until offers expire. "
+                   "`dhcp.subnets[].reserve_for_known` (a count or a share of the pool) keeps the "
+                   "pool's last free addresses for devices in the inventory; `unknown_clients: "
+                   "deny` or `pxe-only` (a flood tool rarely sends option 93) refuses the flood "
+                   "outright. Reserved devices get their fixed address in every case.")
+    for p in (allow, kept, deny):
         assert ok(p) == len(p["legit"]), p["legit"]
     assert allow["flood"]["distinct_addresses"] <= allow["pool_size"]
+    keep = -(-allow["pool_size"] // 10)                      # 10 %, rounded up
+    assert kept["flood"]["distinct_addresses"] == kept["pool_size"] - keep, kept["flood"]
+    assert kept["known"] is not None and kept["no_free"] >= 1
     assert deny["flood"]["offers"] == 0 and deny["known"] is not None

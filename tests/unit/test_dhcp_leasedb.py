@@ -111,3 +111,21 @@ def test_append_is_synced(tmp_path, monkeypatch):
     db.load()
     db.append([lease(i) for i in range(50)])  # one batch → one sync (group commit)
     assert len(calls) == 1
+
+
+def test_parse_rejects_damaged_lines_without_raising():
+    good = format_row(lease(5))
+    assert parse_row(good) == parse_row(good[:-1]) == lease(5)   # with or without newline
+    for bad in (b"", b"\n", good.replace(b"\t", b" "), good[:-3] + b"zz\n",
+                good.replace(b"10.0.0.5", b"10.0.0.x"), good.replace(b"bound", b"bogus"),
+                b"\xff" + good, good.replace(b"\t", b"\t\t", 1)):
+        assert parse_row(bad) is None, bad
+
+
+def test_a_corrupt_line_ends_the_replay_and_is_truncated(tmp_path):
+    path = tmp_path / "leases"
+    rows = [format_row(lease(i)) for i in range(6)]
+    rows[3] = rows[3].replace(b"h3", b"h9")                        # CRC no longer matches
+    path.write_bytes(b"".join(rows))
+    assert sorted(r.hostname for r in LeaseDB(path).load()) == ["h0", "h1", "h2"]
+    assert path.read_bytes() == b"".join(rows[:3])
