@@ -38,7 +38,7 @@ LOADERS = (
     Loader("ldlinux.e64", "/usr/lib/syslinux/modules/efi64/ldlinux.e64", "syslinux-common",
            "syslinux.efi core module (needed)"),
     Loader("grubnetx64.efi", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grub-efi-amd64-signed",
-           "UEFI x64: GRUB netboot image (reads grub.cfg below its prefix)"),
+           "UEFI x64: GRUB netboot image (prefix /grub: reads /grub/grub.cfg)"),
     Loader("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed", "shim-signed", "UEFI Secure Boot first stage"),
 )
 

@@ -229,6 +229,8 @@ class BootResolver:
                 out.append(fill(fmt, "direct", **header))
         else:
             out = [fill(fmt, "header", timeout_s=-1 if has_error else timeout, **header)]
+            if mac is None and "identify" in self.templates.sections[fmt]:    # (a site's own templates may lack it)
+                out.append(fill(fmt, "identify"))
         for entry in entries:
             values = dict(label=entry.label, title=entry.title, message=entry.message, image=entry.image or "")
             if entry.kind == "linux":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -113,7 +114,7 @@ def tiny_image() -> TinyImage:
         return {"sources": sources, "closure": closure, "versions": versions}
     resolved = debs.memo("tiny-packages", resolve)
     sources, closure = resolved["sources"], resolved["closure"]
-    key_text = repr(resolved["versions"])
+    key_text = json.dumps(resolved["versions"])     # not repr: the memo gives lists, a fresh answer tuples
     key = hashlib.sha256((key_text + Path(__file__).read_text()).encode()).hexdigest()[:16]
     target = debs.CACHE / f"tiny-{key}" / f"{NAME}.img"
     kernel_version = sources["kernel"][len("linux-image-"):]
@@ -123,6 +124,9 @@ def tiny_image() -> TinyImage:
     with debs.locked("tiny"):
         if not target.is_file():
             _build(target, sources["kernel"], kernel_version, closure)
+            for stale in debs.CACHE.glob("tiny-*"):        # images of earlier inputs
+                if stale.is_dir() and stale != target.parent:
+                    shutil.rmtree(stale, ignore_errors=True)
     return image
 
 

@@ -1,6 +1,6 @@
-"""End-to-end boots. ``make test`` runs the fast ones (tiny image: BIOS iPXE+HTTP, BIOS
-pxelinux+TFTP, UEFI); tests marked ``slow`` (the real Debian image) run only when
-BOOTSERVERD_E2E_SLOW=1 (``make e2e``) or when asked for with ``-m slow``."""
+"""End-to-end boots. ``make test`` (CI) runs them all: the tiny image over BIOS iPXE+HTTP, BIOS
+pxelinux+TFTP, UEFI iPXE and UEFI GRUB, and the real Debian image to multi-user.target.
+A test marked ``slow`` would run only with BOOTSERVERD_E2E_SLOW=1 (``make e2e``) or ``-m slow``."""
 
 import os
 

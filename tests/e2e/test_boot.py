@@ -58,3 +58,18 @@ def test_uefi_ovmf_pxe_then_ipxe_efi_over_http(lab, tiny):
     result, log = _booted(lab, firmware="uefi")
     assert re.search(r"TFTP 10\.47\.0\.\d+:\d+ 'ipxe\.efi' .*: ok", log), log
     assert f"GET /boot/{tiny.name}/vmlinuz 200" in log
+
+
+@pytest.mark.parametrize("lab", [{"loaders": {"efi64": "grubnetx64.efi"}}], indirect=True)
+def test_uefi_ovmf_pxe_then_grub_over_tftp(lab, tiny):
+    """OVMF's PXE → Debian's signed grubnetx64.efi → the grub.cfg bootserverd makes for this
+    device → kernel and initrd over TFTP."""
+    result, log = _booted(lab, firmware="uefi")
+    fetched = re.findall(r"TFTP 10\.47\.0\.\d+:\d+ '([^']+)' .*: ok", log)
+    assert "grubnetx64.efi" in fetched, log
+    # grubnetx64 reads $prefix/grub.cfg (/grub/grub.cfg), which chains to the device's own
+    assert "/grub/grub.cfg" in fetched and f"/grub/grub.cfg-01-{DEVICE_MAC}" in fetched, log
+    assert "Boot from local disk" not in "\n".join(result.console)     # the device's entry, no menu
+    for name in (f"images/{tiny.name}/vmlinuz", f"images/{tiny.name}/initrd.img"):
+        assert any(f.lstrip("/") == name for f in fetched), (name, log)
+    assert "GET /boot/" not in log

@@ -5,6 +5,7 @@ The minbase root is cached between runs in /var/cache/bootserverd-tests (outside
 each run unpacks a fresh copy, so nothing from an earlier install is left in it.
 """
 
+import fcntl
 import shutil
 import subprocess
 import tarfile
@@ -19,8 +20,14 @@ MIRROR = "http://deb.debian.org/debian"
 
 
 def minbase_tarball() -> Path:
-    if not BASE.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
+    """The debootstrap minbase root as a tarball, made once (tests/e2e/debian_image.py shares it)."""
+    if BASE.exists():
+        return BASE
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".minbase.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # two test runs at once build it once
+        if BASE.exists():
+            return BASE
         staging = CACHE / "minbase.partial"
         shutil.rmtree(staging, ignore_errors=True)
         subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(staging), MIRROR],

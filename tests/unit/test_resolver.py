@@ -120,3 +120,27 @@ def test_change_in_the_model_is_live():
 def test_listen_port_changes_reach_the_urls():
     resolver = make_resolver(http=HttpConfig(listen=Listen("0.0.0.0", 80)))
     assert resolver.resolve(KNOWN, 0, True).bootfile == "http://10.0.0.1:80/ipxe/52-54-00-00-00-01.ipxe"
+
+
+def test_grub_cfg_for_an_unnamed_device_asks_again_by_mac():
+    """Debian's grubnetx64.efi reads $prefix/grub.cfg, which names no device: that config
+    first loads grub.cfg-01-<MAC of the boot NIC>; the per-device one does not chain again."""
+    resolver = make_resolver()
+    unnamed = resolver.render("grub.cfg", None, "10.0.0.99").decode()
+    assert "configfile $prefix/grub.cfg-01-$net_default_mac" in unnamed
+    assert unnamed.index("configfile") < unnamed.index("menuentry")     # before the fallback menu
+    named = resolver.render("grub.cfg", KNOWN, "10.0.0.57").decode()
+    assert "configfile" not in named and "set timeout=0" in named
+    assert f"linux /images/{IMAGE}/vmlinuz root=/dev/nbd0 nbdroot=10.0.0.1:10809/{IMAGE} ip=dhcp" in named
+
+
+def test_nbdroot_is_the_form_debians_initramfs_reads():
+    """nbd-client's initramfs local-top/nbd: `<ipv4>:<port>/<name>` (its last case), with root=/dev/nbd0."""
+    text = make_resolver().cmdline(IMAGE, None)
+    words = text.split()
+    assert words[:3] == ["root=/dev/nbd0", f"nbdroot=10.0.0.1:10809/{IMAGE}", "ip=dhcp"]
+    nbdroot = words[1][len("nbdroot="):]
+    # the script's parameter expansions, in Python: srv=${x%%[:/]*}; rest=${x#$srv:}; port=${rest%%/*}
+    srv = nbdroot.split(":")[0].split("/")[0]
+    port, _, name = nbdroot[len(srv) + 1:].partition("/")
+    assert (srv, port, name) == ("10.0.0.1", "10809", IMAGE)

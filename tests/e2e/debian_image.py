@@ -1,0 +1,273 @@
+"""The real Debian image of the slow end-to-end boot, built from the cached debootstrap minbase
+root (tests/integration/test_debian_package.py) in a chroot, and cached.
+
+Inside the chroot, apt installs linux-image-amd64, initramfs-tools, nbd-client, systemd-sysv,
+busybox and zstd (initramfs-tools' recommends: its scripts want busybox's tools; zstd is its
+default compressor). Nothing is installed on the host. The image boots with Debian's own
+initramfs: klibc ``ipconfig`` (``ip=dhcp``), nbd-client's ``local-top/nbd`` (``nbdroot=``),
+a squashfs root mounted read-only, then OVERLAY (below) puts a tmpfs upper layer on it so
+systemd has a writable root. A unit wanted by multi-user.target prints
+
+    BOOTSERVERD-E2E-MARKER hostname=<DHCP option 12> version=<from /etc/image-version> multi-user=active
+
+on the serial console. The squashfs uses docs/images.md's settings. The cache entry is keyed
+by this file, the minbase tarball and the package versions apt would install; it is built in
+a temporary directory next to it and renamed into place.
+
+    python tests/e2e/debian_image.py         # prints the image path
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.e2e import debs  # noqa: E402
+from tests.integration.test_debian_package import minbase_tarball  # noqa: E402  (the shared builder)
+
+MARKER = "BOOTSERVERD-E2E-MARKER"
+SERIES = "e2edebian"
+VERSION = "2026-01-03-040506"
+NAME = f"{SERIES}-{VERSION}-amd64"
+PACKAGES = ("linux-image-amd64", "initramfs-tools", "nbd-client", "systemd-sysv", "busybox", "zstd")
+# the host's suites, so that the versions in the cache key are the ones the chroot installs
+SOURCES = """\
+deb http://deb.debian.org/debian bookworm main
+deb http://deb.debian.org/debian bookworm-updates main
+deb http://deb.debian.org/debian-security bookworm-security main
+"""
+# what docs/images.md says an image is built with
+MKSQUASHFS = ("-comp", "zstd", "-no-fragments", "-mkfs-time", "0", "-all-time", "0", "-noappend")
+
+# Lines of the boot that mean it will not reach the marker: fail in seconds, not at the timeout.
+FAILURES = ("Kernel panic", "ALERT!", "Dropping to a shell", "emergency mode", "Insufficient information to set up nbd",
+            "BOOTSERVERD-E2E-FAIL")
+
+# initramfs-tools' conf.d: network drivers and the base set, not every block driver (MODULES=most
+# makes a 3x larger initrd that TCG needs seconds to unpack); the NBD root needs no disk driver.
+INITRAMFS_CONF = """\
+MODULES=netboot
+"""
+
+# initramfs-tools hook: the modules the NBD + squashfs + overlay root needs, whatever MODULES says.
+HOOK = """\
+#!/bin/sh
+PREREQ=""
+case "$1" in prereqs) echo "$PREREQ"; exit 0;; esac
+. /usr/share/initramfs-tools/hook-functions
+manual_add_modules nbd squashfs overlay
+"""
+
+# The read-only root's writable layer (docs/images.md): after local-top/nbd attached /dev/nbd0
+# and init mounted the squashfs on ${rootmnt}, move it aside and mount an overlay with a tmpfs
+# upper layer in its place. Both live under /run, which init moves into the new root, so the
+# running system sees them at /run/bootserverd. Writes go to RAM; the image is never written.
+OVERLAY = """\
+#!/bin/sh
+PREREQ=""
+case "$1" in prereqs) echo "$PREREQ"; exit 0;; esac
+case "${ROOT}" in /dev/nbd*) ;; *) exit 0;; esac
+. /scripts/functions
+log_begin_msg "bootserverd: tmpfs overlay on the read-only root"
+modprobe -q overlay
+mkdir -p /run/bootserverd/image /run/bootserverd/rw
+mount -n -o move "${rootmnt}" /run/bootserverd/image || panic "bootserverd: cannot move the root aside"
+mount -n -t tmpfs -o mode=0755 tmpfs /run/bootserverd/rw
+mkdir -p /run/bootserverd/rw/upper /run/bootserverd/rw/work
+mount -n -t overlay -o lowerdir=/run/bootserverd/image,upperdir=/run/bootserverd/rw/upper,workdir=/run/bootserverd/rw/work \\
+    overlay "${rootmnt}" || panic "bootserverd: cannot mount the overlay root"
+log_end_msg
+"""
+
+# klibc ipconfig (ip=dhcp) sends its first DHCPDISCOVER the moment it sets the NIC up, before
+# the kernel has the link ready, so that packet is dropped and ipconfig retries only ~10 s later.
+# Bring the NICs up first and wait (at most 5 s) until one is operationally up.
+LINK = """\
+#!/bin/sh
+PREREQ=""
+case "$1" in prereqs) echo "$PREREQ"; exit 0;; esac
+case " $(cat /proc/cmdline) " in *" ip=dhcp "*|*" ip=on "*|*" ip=any "*) ;; *) exit 0;; esac
+for dev in /sys/class/net/*; do
+    [ "${dev##*/}" = lo ] || ip link set "${dev##*/}" up
+done
+n=0
+while [ $n -lt 50 ]; do
+    for dev in /sys/class/net/*; do
+        [ "${dev##*/}" != lo ] && [ "$(cat "$dev/operstate")" = up ] && exit 0
+    done
+    sleep 0.1
+    n=$((n + 1))
+done
+exit 0
+"""
+
+MARKER_SCRIPT = f"""\
+#!/bin/sh
+# the hostname DHCP gave the initramfs (klibc ipconfig writes /run/net-<if>.conf)
+for f in /run/net-*.conf; do [ -f "$f" ] && . "$f"; done
+echo "{MARKER} hostname=${{HOSTNAME:-none}} version=$(cat /etc/image-version)" \\
+     "multi-user=$(systemctl is-active multi-user.target) root=$(findmnt -no FSTYPE /)" > /dev/console
+"""
+
+# Ordered after multi-user.target (DefaultDependencies=no, so the target is not ordered after
+# it in turn): the marker proves the target was reached.
+MARKER_UNIT = """\
+[Unit]
+Description=bootserverd end-to-end marker
+DefaultDependencies=no
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/bootserverd-e2e-marker
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@dataclass(frozen=True)
+class DebianImage:
+    path: Path
+    name: str
+    version: str
+
+
+def _key() -> str:
+    def resolve():
+        names = sorted(set(PACKAGES) | {debs.kernel_package()})
+        return [(name, debs.candidate(name)) for name in names]
+    versions = debs.memo("debian-packages", resolve)
+    base = minbase_tarball()
+    st = base.stat()
+    # the recipe, not the whole file: a new failure pattern must not cost a rebuild
+    recipe = [PACKAGES, SOURCES, MKSQUASHFS, INITRAMFS_CONF, HOOK, OVERLAY, LINK, MARKER_SCRIPT, MARKER_UNIT, VERSION,
+              *(inspect.getsource(f) for f in (_build, _prepare, _finish))]
+    # JSON, not repr: the memo hands back lists where a fresh answer has tuples
+    text = json.dumps([versions, st.st_size, st.st_mtime_ns, recipe])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def debian_image() -> DebianImage:
+    """Build once per input set (cold: debootstrap root + apt in a chroot + mksquashfs)."""
+    target = debs.CACHE / f"debian-{_key()}" / f"{NAME}.img"
+    image = DebianImage(target, NAME, VERSION)
+    if target.is_file():
+        return image
+    with debs.locked("debian"):
+        if not target.is_file():
+            _build(target)
+            for stale in debs.CACHE.glob("debian-*"):      # earlier inputs: ~200 MB each
+                if stale.is_dir() and stale != target.parent:
+                    _remove(stale)
+    return image
+
+
+def _build(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))   # same filesystem: rename
+    root = work / "root"
+    root.mkdir()
+    try:
+        subprocess.run(["tar", "-xf", str(minbase_tarball()), "-C", str(root)], check=True, timeout=600)
+        _prepare(root)
+        with _mounted(root):
+            _in_root(root, "apt-get -o DPkg::Lock::Timeout=600 update -qq && "
+                           "apt-get install -y -qq --no-install-recommends " + " ".join(PACKAGES))
+            _in_root(root, "systemctl enable bootserverd-e2e-marker.service && systemctl mask systemd-firstboot.service"
+                           " && apt-get clean")
+        _finish(root)
+        partial = work / "image.partial"
+        subprocess.run(["mksquashfs", str(root), str(partial), *MKSQUASHFS, "-quiet", "-no-progress"],
+                       check=True, stdout=subprocess.DEVNULL, timeout=1200)
+        os.replace(partial, target)
+    finally:
+        _remove(work)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _prepare(root: Path) -> None:
+    _write(root / "etc/apt/sources.list", SOURCES)
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    _write(root / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)     # start no services
+    # the kernel's links in /boot (/boot/vmlinuz, /boot/initrd.img), where PXE tooling looks
+    _write(root / "etc/kernel-img.conf", "do_symlinks = yes\nlink_in_boot = yes\n")
+    # before the kernel's postinst runs update-initramfs
+    _write(root / "etc/initramfs-tools/conf.d/bootserverd", INITRAMFS_CONF)
+    _write(root / "etc/initramfs-tools/hooks/bootserverd", HOOK, 0o755)
+    _write(root / "etc/initramfs-tools/scripts/local-bottom/bootserverd-overlay", OVERLAY, 0o755)
+    _write(root / "etc/initramfs-tools/scripts/init-premount/bootserverd-link", LINK, 0o755)
+    _write(root / "usr/local/sbin/bootserverd-e2e-marker", MARKER_SCRIPT, 0o755)
+    _write(root / "etc/systemd/system/bootserverd-e2e-marker.service", MARKER_UNIT)
+
+
+def _finish(root: Path) -> None:
+    _write(root / "etc/image-version", VERSION + "\n")
+    _write(root / "etc/machine-id", "")          # every boot makes its own (a shared image)
+    (root / "etc/hostname").unlink(missing_ok=True)     # the hostname comes from the kernel line / DHCP
+    (root / "usr/sbin/policy-rc.d").unlink()
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    for lists in (root / "var/lib/apt/lists").glob("*_*"):
+        lists.unlink()
+
+
+def _in_root(root: Path, script: str, timeout: int = 1800) -> None:
+    done = subprocess.run(["chroot", str(root), "/bin/sh", "-c", script], capture_output=True, text=True,
+                          timeout=timeout, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+                                                "DEBIAN_FRONTEND": "noninteractive"})
+    if done.returncode != 0:
+        raise RuntimeError(f"in the image chroot: {script}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def _mounted(root: Path):
+    """/proc, /sys and /dev inside the chroot only, unmounted whatever happens."""
+    mounted = []
+    try:
+        for kind, sub in (("proc", "proc"), ("sysfs", "sys"), ("devtmpfs", "dev")):
+            subprocess.run(["mount", "-t", kind, kind, str(root / sub)], check=True, timeout=30)
+            mounted.append(root / sub)
+        yield
+    finally:
+        for path in reversed(mounted):
+            if subprocess.run(["umount", str(path)], timeout=60).returncode != 0:
+                subprocess.run(["umount", "-l", str(path)], timeout=60)
+
+
+def _mounts_below(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        return [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+
+
+def _remove(work: Path) -> None:
+    # never rm -rf through a mount (a devtmpfs left mounted would take the host's /dev with it)
+    left = _mounts_below(work)
+    if left:
+        raise RuntimeError(f"still mounted, not removing {work}: {left}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    print(debian_image().path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
