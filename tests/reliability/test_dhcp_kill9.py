@@ -83,8 +83,10 @@ def test_kill9_during_dhcp_exchanges(tmp_path):
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
-    # random ACK counts to kill at, spread over the run
-    marks = sorted(rng.randrange(1, exchanges - 10) for _ in range(kills_wanted))
+    # one random ACK count per equal slice of the first 90 % of the run: spread over it, and
+    # the last kill leaves enough exchanges that the clients cannot finish before it lands
+    slot = exchanges * 9 // 10 // kills_wanted
+    marks = [i * slot + rng.randrange(1, slot) for i in range(kills_wanted)]
     with namespaces("rksrv", "rkcli") as (srv, cli):
         veth(srv, "s0", cli, "c0")
         srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
