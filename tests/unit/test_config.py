@@ -148,3 +148,13 @@ def test_cli_exits_2_and_starts_nothing_on_errors(site):
         assert proc.returncode == 2, proc
         assert "tftp.retries: must be between 1 and 100, not -3" in proc.stderr
         assert ":9:" in proc.stderr
+
+
+
+def test_demo_config_starts_as_root_without_the_test_override():
+    """`make run` is the README's first command and often runs as root; the suite's
+    BOOTSERVERD_ALLOW_ROOT=1 would hide a demo config that the daemon refuses as root
+    (bootserverd/privileges.py: root needs server.user or server.allow_root)."""
+    import yaml
+    server = yaml.safe_load((REPO / "etc" / "bootserverd.demo.yaml").read_text())["server"]
+    assert server.get("allow_root") is True or server.get("user"), server
