@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from bootserverd.fsutil import fsync_dir
+
 SUFFIX = ".rdiff"
 ZSYNC_SUFFIX = ".zsync"
 ZSYNC_RATE = 300e6              # bytes of image per second zsyncmake gets through: sets Retry-After
@@ -358,14 +360,6 @@ def _builder_protocol(done: Callable[[int | None, str], None]):
 
 
 # -- the builder process --------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _run(label: str, command: list[str], directory: Path) -> None:
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:
@@ -393,7 +387,7 @@ def _publish(produced: Path, out: Path, info: dict, started: float) -> dict:
         os.fsync(f.fileno())
     os.replace(produced, out)                        # the file first, then the sidecar naming it
     os.replace(sidecar, out.with_name(out.name + ".json"))
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return info
 
 

@@ -9,7 +9,6 @@ keep reading the old bytes. Indexing runs off the reactor thread, one image at a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,10 +22,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from bootserverd import squashfs
+from bootserverd.fsutil import fsync_dir, sha256_file, write_atomically
 from bootserverd.model import SAFE_IMAGE_NAME, parse_image_name
 
 log = Logger(namespace="bootserverd.images")
-HASH_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -55,30 +54,6 @@ class Image:
 
 def file_stamp(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    buffer = bytearray(HASH_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """temp file + fsync + rename: a crash leaves the old content or the new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class HashCache:
@@ -156,11 +131,7 @@ def _extract_into(image: Path, found: squashfs.BootKernels, wanted: dict[str, st
             link = scratch / leaf
             os.link(tree / source.lstrip("/"), link)
             os.replace(link, target / leaf)
-        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(target)
     except squashfs.SquashfsError as exc:
         raise ImageIndexError(str(exc)) from None
     finally:

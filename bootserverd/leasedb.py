@@ -22,6 +22,7 @@ from pathlib import Path
 from socket import inet_aton
 from typing import Iterable
 
+from bootserverd.fsutil import fsync_dir
 from dhcp.leases import BOUND, Lease
 
 _STATES = ("offered", "bound", "released", "declined")
@@ -136,11 +137,7 @@ class LeaseDB:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.path.parent)
         if self._fd is not None:
             os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +30,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from bootserverd.fsutil import fsync_dir, sha256_file, write_atomically
 
 STATE_NAME = "bootserverd-images.json"
 CHUNK = 1 << 20
@@ -69,36 +69,6 @@ class State:
 
 
 # -- files ----------------------------------------------------------------------------------
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def free_bytes(directory: Path) -> int:
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from bootserverd.fsutil import fsync_dir
+
 FORMAT = 1
 FILENAME = "ldap-snapshot.json"
 
@@ -56,11 +58,7 @@ def write(path: Path, snapshot: Snapshot, chunk: int = 256) -> None:
         except OSError:
             pass
         raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def read(path: Path) -> Snapshot | None:

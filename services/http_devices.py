@@ -14,7 +14,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from bootserverd.diffs import pair_problem
-from bootserverd.images import write_atomically
+from bootserverd.fsutil import write_atomically
 from bootserverd.model import SAFE_IMAGE_NAME, normalize_mac
 from bootserverd.rollout import choose, demand, release_of
 from services.http_util import send_error, send_json

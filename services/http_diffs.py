@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bootserverd.diffs import SUFFIX, Building, Ready, Refused, split_pair
+from bootserverd.diffs import SUFFIX, split_pair
 from bootserverd.model import SAFE_IMAGE_NAME
-from services.http_files import FileSender, open_checked
+from services.http_files import FileSender
 from services.http_util import send_error
 
 
@@ -19,15 +19,4 @@ class DiffResource:
         pair = split_pair(parts[0][:-len(SUFFIX)], lambda n: self.cache.images.get(n) is not None)
         if pair is None or not all(SAFE_IMAGE_NAME.match(n) for n in pair):
             return send_error(request, 404, "no diff: name the pair as <from>--<to>.rdiff with published images")
-        answer = self.cache.lookup(*pair)
-        if isinstance(answer, Refused):
-            return send_error(request, answer.code, answer.reason)
-        if isinstance(answer, Building):
-            return send_error(request, 503, f"diff {pair[0]} → {pair[1]} is being built; retry later",
-                              headers={"Retry-After": answer.retry_after}, level="debug")
-        file = open_checked(answer.path)
-        if file is None or file.size != answer.size:
-            if file is not None:
-                file.close()
-            return send_error(request, 503, "diff was just evicted; retry", headers={"Retry-After": 1})
-        return self.sender.send(request, file, etag=f'"{answer.sha256}"')
+        return self.sender.send_cached(request, self.cache.lookup(*pair), f"the diff {pair[0]} → {pair[1]}")

@@ -87,6 +87,22 @@ class FileSender:
         return NOT_DONE_YET
 
 
+    def send_cached(self, request, answer, what: str, content_type: bytes = OCTETS):
+        """A product of the diff cache (a diff, a zsync file): its refusal, 503 + Retry-After
+        while it is made, or the file — checked against the size the cache recorded."""
+        from bootserverd.diffs import Building, Refused
+        if isinstance(answer, Refused):
+            return send_error(request, answer.code, answer.reason)
+        if isinstance(answer, Building):
+            return send_error(request, 503, f"{what} is being made; retry later",
+                              headers={"Retry-After": answer.retry_after}, level="debug")
+        file = open_checked(answer.path)
+        if file is None or file.size != answer.size:     # evicted or replaced since the lookup
+            if file is not None:
+                file.close()
+            return send_error(request, 503, f"{what} was just evicted; retry", headers={"Retry-After": 1})
+        return self.send(request, file, etag=f'"{answer.sha256}"', content_type=content_type)
+
 def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
@@ -160,18 +176,7 @@ class ImageResource:
         return self.sender.send(request, file, etag=image_etag(image.sha256))
 
     def _zsync(self, request, name: str):
-        from bootserverd.diffs import Building, Refused
         if self.zsync is None:
             return send_error(request, 404, "zsync control files are not offered here")
-        answer = self.zsync(name)
-        if isinstance(answer, Refused):
-            return send_error(request, answer.code, answer.reason)
-        if isinstance(answer, Building):
-            return send_error(request, 503, f"the zsync control file of {name} is being made; retry later",
-                              headers={"Retry-After": answer.retry_after}, level="debug")
-        file = open_checked(answer.path)
-        if file is None or file.size != answer.size:
-            if file is not None:
-                file.close()
-            return send_error(request, 503, "zsync control file just replaced; retry", headers={"Retry-After": 1})
-        return self.sender.send(request, file, etag=f'"{answer.sha256}"', content_type=b"application/x-zsync")
+        return self.sender.send_cached(request, self.zsync(name), f"the zsync control file of {name}",
+                                       content_type=b"application/x-zsync")

@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import random
 import socket
 import struct
 import subprocess
@@ -136,6 +137,27 @@ class Server:
 
 
 # --- a raw client, for faults no real peer produces --------------------------------------
+
+
+def random_reads(libnbd, handle, expected: bytes, stop, seed: int, seconds: float,
+                 max_kib: int = 256, after=None) -> dict:
+    """Random preads of 1..max_kib-1 KiB until ``stop`` is set (or ``seconds`` pass), each
+    compared with ``expected``; counts reads, errors, wrong answers, and reads made while
+    ``after`` (an Event, e.g. "file deleted") was set. For a thread per client."""
+    rng, stats = random.Random(seed), dict(reads=0, errors=0, wrong=0, after=0)
+    deadline = time.monotonic() + seconds            # bounded even if the test thread dies
+    while not stop.is_set() and time.monotonic() < deadline:
+        n = rng.randrange(1, max_kib) * 1024
+        off = rng.randrange(0, len(expected) - n + 1)
+        try:
+            got = handle.pread(n, off)
+        except libnbd.Error:
+            stats["errors"] += 1
+            continue
+        stats["reads"] += 1
+        stats["wrong"] += got != expected[off:off + n]
+        stats["after"] += after is not None and after.is_set()
+    return stats
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from tests.support.config import free_port, write_config
+from tests.support.config import write_config
 from tests.support.daemon import Daemon
 from tests.support.images import build_image
 

@@ -17,7 +17,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -74,7 +73,6 @@ def fill_journal(path: Path, count: int, now: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-import pytest  # noqa: E402
 
 from tests.integration import test_dhcp_netns as dn  # noqa: E402
 from tests.integration.netns import namespaces, veth  # noqa: E402

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import socket
 import subprocess
 import threading
 import time
 
-import pytest
 
 from tests.integration.http_support import Daemon, sha256
 from tests.reliability import figures
@@ -22,14 +20,6 @@ from tests.support.images import build_image
 
 IMAGE = "slow-2026-01-01-000000-amd64"
 PER_CLIENT, HEADER_TIMEOUT = 16, figures.scale(2.0, 5.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def more_files():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def open_slow(host: str, port: int, count: int) -> list[socket.socket]:

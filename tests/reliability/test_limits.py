@@ -5,33 +5,21 @@ test, full in make reliability (figures.scale)."""
 
 from __future__ import annotations
 
-import os
-import random
-import resource
 import select
 import socket
-import struct
 import subprocess
 import threading
 import time
 
 import pytest
 
-from tests.integration.nbd_support import load_libnbd
+from tests.integration.nbd_support import load_libnbd, random_reads
 from tests.reliability import figures
 from tests.reliability.support import IMAGE, connect_from, log_lines, sha256, start_daemon, wait_until
 
 TFTP_PER_CLIENT, TFTP_MAX = 4, 48
 NBD_MAX, NBD_PER_CLIENT, NBD_HANDSHAKE = 40, 12, figures.scale(2.0, 8.0)
 HTTP_STALL = 2.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def more_files():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.fixture(scope="module")
@@ -132,18 +120,7 @@ def test_nbd_silent_connections(daemon):
     stop = threading.Event()
 
     def reader():
-        rng = random.Random(1)
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            n = rng.randrange(1, 64) * 4096
-            off = rng.randrange(0, len(data) - n)
-            try:
-                got = legit.pread(n, off)
-            except libnbd.Error:
-                stats["errors"] += 1
-                continue
-            stats["reads"] += 1
-            stats["wrong"] += got != data[off:off + n]
+        stats.update(random_reads(libnbd, legit, data, stop, seed=1, seconds=60))
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()

@@ -5,11 +5,10 @@ while a new client gets the new version (issue 10: faults)."""
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 
-from tests.integration.nbd_support import load_libnbd
+from tests.integration.nbd_support import load_libnbd, random_reads
 from tests.reliability import figures
 from tests.reliability.support import IMAGE, log_lines, start_daemon, wait_until
 from tests.support.images import build_image
@@ -26,7 +25,7 @@ def test_image_replaced_and_deleted_under_32_readers(tmp_path):
     old = path.read_bytes()
     phase_seconds = figures.scale(1.5, 10.0)
     stop = threading.Event()
-    stats = [dict(reads=0, errors=0, wrong=0, after_delete=0) for _ in range(READERS)]
+    stats = [dict(reads=0, errors=0, wrong=0, after=0) for _ in range(READERS)]
     deleted = threading.Event()
     handles = []
     try:
@@ -36,19 +35,8 @@ def test_image_replaced_and_deleted_under_32_readers(tmp_path):
             handles.append(h)
 
         def reader(i):
-            rng, h, st = random.Random(i), handles[i], stats[i]
-            deadline = time.monotonic() + 6 * phase_seconds + 30   # bounded if the test dies
-            while not stop.is_set() and time.monotonic() < deadline:
-                n = rng.randrange(1, 128) * 1024
-                off = rng.randrange(0, len(old) - n + 1)
-                try:
-                    got = h.pread(n, off)
-                except libnbd.Error:
-                    st["errors"] += 1
-                    continue
-                st["reads"] += 1
-                st["wrong"] += got != old[off:off + n]
-                st["after_delete"] += deleted.is_set()
+            stats[i] = random_reads(libnbd, handles[i], old, stop, seed=i, seconds=6 * phase_seconds + 30,
+                                    max_kib=128, after=deleted)
 
         threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(READERS)]
         for t in threads:
@@ -103,10 +91,10 @@ def test_image_replaced_and_deleted_under_32_readers(tmp_path):
     reads = sum(s["reads"] for s in stats)
     errors = sum(s["errors"] for s in stats)
     wrong = sum(s["wrong"] for s in stats)
-    after_delete = sum(s["after_delete"] for s in stats)
+    after_delete = sum(s["after"] for s in stats)
     assert not still_exported, "a deleted image was still offered to a new client"
     assert errors == 0 and wrong == 0, (errors, wrong)
-    assert all(s["after_delete"] > 0 for s in stats), "a reader stalled after the delete"
+    assert all(s["after"] > 0 for s in stats), "a reader stalled after the delete"
     assert "Traceback" not in "\n".join(lines)
     figures.record("nbd_image_swap", "Image replaced and deleted under 32 NBD readers (daemon as shipped)", [
         ("readers", f"{READERS} libnbd connections, random reads of 1-127 KiB"),
