@@ -15,14 +15,15 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from bootserverd import config as configmod
-from bootserverd.bootfiles import BootFiles
-from bootserverd.bootreport import BootReport, LiveSession
-from bootserverd.images import ImageStore
-from bootserverd.inventory import InventorySource, YamlInventorySource
-from bootserverd.metrics import Metrics
-from bootserverd.model import Directory, Inventory, Model, diff_directories
-from bootserverd.resolver import BootResolver
+from bootserverd.config import settings as configmod
+from bootserverd.boot.files import BootFiles
+from bootserverd.boot.report import BootReport, LiveSession
+from bootserverd.images.store import ImageStore
+from bootserverd.inventory.yaml_source import InventorySource, YamlInventorySource
+from bootserverd.ops.metrics import Metrics
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.snapshot import Inventory, Model, diff_records
+from bootserverd.boot.resolver import BootResolver
 
 log = Logger(namespace="bootserverd.app")
 BULK_CHANGE = 50     # more device changes than this in one delivery are summarised in one line
@@ -48,7 +49,7 @@ def _nbd(app: "BootServer") -> Service:
 
 
 def _http(app: "BootServer") -> Service:
-    from services.http import HTTPService
+    from services.http.service import HTTPService
     service = HTTPService(app.config.http, server=app.config.server, images=app.images,
                           boot_files=app.boot_files, model=app.model, resolver=app.resolver,
                           state_dir=app.config.server.state_dir, reactor=app.reactor,
@@ -110,8 +111,8 @@ class BootServer:
     def _images_changed(self) -> None:
         self.model.update(images={image.name: image for image in self.images.published()})
 
-    def _directory_changed(self, directory: Directory) -> None:
-        added, changed, removed = diff_directories(self.model.inventory.directory, directory)
+    def _directory_changed(self, directory: InventoryRecords) -> None:
+        added, changed, removed = diff_records(self.model.inventory.directory, directory)
         many = len(added) + len(changed) + len(removed) > BULK_CHANGE
         if many:   # a first load or a bulk import: one line, the details at debug
             log.info("directory: {a} devices added, {c} changed, {r} removed",

@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from bootserverd import __version__
-from bootserverd import config as configmod
-from bootserverd.schema import SchemaError
+from bootserverd.config import settings as configmod
+from bootserverd.config.schema import SchemaError
 
 EXIT_CONFIG = 2
 
@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("status", "the running daemon's status, or a device's last boot (--device MAC)"),
                        ("selftest", "exercise DHCP, TFTP, NBD and HTTP as a client would, from here"),
                        ("populate-tftp", "put Debian's boot loaders (ipxe, pxelinux, ...) into tftp.root")):
-        # also: `bootserverd ldap-slave configure|status` (ldapsync/slave.py)
+        # also: `bootserverd ldap-slave configure|status` (ldapsync/replica.py)
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", "-c", type=Path, default=configmod.DEFAULT_PATH,
                          help=f"config file (default {configmod.DEFAULT_PATH})")
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "ldap-slave":      # its own argument parser
-        from ldapsync.slave import main as ldap_slave
+        from ldapsync.replica import main as ldap_slave
         return ldap_slave(argv[1:])
     args = _parser().parse_args(argv)
     try:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def leases(config: configmod.Config, all_rows: bool) -> int:
-    from bootserverd.leasedb import list_leases
+    from dhcp.journal import list_leases
     rows = list_leases(config.server.state_dir / "leases", all_rows=all_rows)
     print(f"{'MAC':17}  {'IP':15}  {'HOSTNAME':20}  EXPIRES (UTC)")
     for mac, ip, hostname, expiry in rows:
@@ -76,9 +76,9 @@ def leases(config: configmod.Config, all_rows: bool) -> int:
 def status(config: configmod.Config, device: str | None) -> int:
     import json
 
-    from bootserverd.bootreport import format_timeline
-    from bootserverd.model import normalize_mac
-    from bootserverd.selftest import http_status
+    from bootserverd.boot.report import format_timeline
+    from bootserverd.model.objects import normalize_mac
+    from bootserverd.tools.selftest import http_status
     if not config.http.enabled:
         print("bootserverd: status is read over HTTP; http.enabled is false", file=sys.stderr)
         return 1
@@ -104,14 +104,14 @@ def status(config: configmod.Config, device: str | None) -> int:
 
 
 def selftest(config: configmod.Config, interface: str | None) -> int:
-    from bootserverd.selftest import format_table, run_selftest
+    from bootserverd.tools.selftest import format_table, run_selftest
     checks = run_selftest(config, interface)
     print(format_table(checks))
     return 0 if checks and all(c.ok for c in checks) else 1
 
 
 def populate_tftp(config: configmod.Config) -> int:
-    from bootserverd.populate import populate
+    from bootserverd.tools.populate import populate
     root = config.tftp.root
     missing = 0
     for loader, what in populate(root):
@@ -124,7 +124,7 @@ def populate_tftp(config: configmod.Config) -> int:
 
 def check_config(config: configmod.Config) -> int:
     from bootserverd.app import make_source
-    from bootserverd.images import scan_summary
+    from bootserverd.images.store import scan_summary
     try:
         directory = make_source(config, clock=None).load()
     except SchemaError as exc:
@@ -154,9 +154,9 @@ def run(config: configmod.Config) -> int:
     from twisted.internet import reactor
 
     from bootserverd.app import BootServer
-    from bootserverd.logsetup import start_logging
-    from bootserverd.privileges import drop_privileges
-    from bootserverd.sdnotify import notify
+    from bootserverd.ops.logsetup import start_logging
+    from bootserverd.ops.privileges import drop_privileges
+    from bootserverd.ops.sdnotify import notify
     from twisted.logger import Logger
 
     log = Logger(namespace="bootserverd")

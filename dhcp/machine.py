@@ -8,7 +8,7 @@ resolver and the reservation lookup; it must make `outcome.changes` durable befo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Callable

@@ -17,7 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ldapsync.replication import LagTracker
-from ldapsync.slave import _provider_from, _strip_index, is_loopback
+from ldapsync.replica import _provider_from, _strip_index, is_loopback
 
 log = Logger(namespace="ldapsync")
 TIMEOUT = 3.0

@@ -3,7 +3,7 @@
 An entry is (dn, {lower-case attribute name: (str values...)}). A profile says which entries
 to ask for (filter, attributes) and maps one entry to a record: a device (one ``Device`` per
 MAC), a school, the organisation, a boot server or an image. ``DirectoryView`` keeps the
-records by entryUUID and assembles a whole ``Directory`` from them, resolving what spans
+records by entryUUID and assembles a whole ``InventoryRecords`` from them, resolving what spans
 entries: a device's school (a DN reference, else the nearest school above it), duplicate
 MACs and school names, and the boot-server level of Puavo's inheritance.
 
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
-from bootserverd.model import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Directory, Rollout,
-                               School, normalize_mac)
+from bootserverd.model.objects import BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Rollout, School, normalize_mac
+
+from bootserverd.model.objects import InventoryRecords
 
 Attrs = Mapping[str, tuple[str, ...]]
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -358,7 +359,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (BootserverdProfile(), PuavoP
 
 
 class DirectoryView:
-    """Records by entryUUID → one ``Directory``, kept up to date incrementally.
+    """Records by entryUUID → one ``InventoryRecords``, kept up to date incrementally.
 
     ``build`` costs what changed since the previous build (plus an O(devices) copy of the MAC
     index, a C-level dict copy), not a re-assembly of every entry: a first load of 10,000
@@ -378,7 +379,7 @@ class DirectoryView:
         # as of the last build
         self._resolved: dict[str, tuple[str | None, tuple[Device, ...]]] = {}   # uuid → (school, devices)
         self._claims: dict[str, dict[str, str]] = {}  # MAC → {uuid: dn} of every device entry naming it
-        self._devices: dict[str, Device] = {}         # MAC → the device the Directory holds
+        self._devices: dict[str, Device] = {}         # MAC → the device the InventoryRecords holds
         self._mac_problems: dict[str, tuple[str, ...]] = {}
         self._school_name: dict[str, str] = {}        # school DN → name
         self._head: tuple = ({}, Defaults(), {}, ())  # schools, defaults, releases, problems
@@ -408,8 +409,8 @@ class DirectoryView:
     def delete(self, uuid: str) -> None:
         self.put_record(uuid, None)
 
-    def build(self) -> tuple[Directory, tuple[str, ...]]:
-        """The Directory, and one problem line per entry ignored or partly ignored."""
+    def build(self) -> tuple[InventoryRecords, tuple[str, ...]]:
+        """The InventoryRecords, and one problem line per entry ignored or partly ignored."""
         dirty, self._dirty = self._dirty, set()
         if self._others_dirty:
             self._others_dirty = False
@@ -441,7 +442,7 @@ class DirectoryView:
             problems += lines
         for lines in self._mac_problems.values():
             problems += lines
-        directory = Directory.from_index(self._devices, schools=MappingProxyType(schools), defaults=defaults,
+        directory = InventoryRecords.from_index(self._devices, schools=MappingProxyType(schools), defaults=defaults,
                                          releases=MappingProxyType(releases))
         return directory, tuple(problems)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ldapsync.slave import csn_time
+from ldapsync.replica import csn_time
 
 
 def _by_sid(csns: Sequence[str]) -> dict[str, str]:

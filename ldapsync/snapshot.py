@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from bootserverd.fsutil import fsync_dir
+from bootserverd_client.fsutil import fsync_dir
 
 FORMAT = 1
 FILENAME = "ldap-snapshot.json"

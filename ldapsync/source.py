@@ -3,7 +3,7 @@
 ``load()`` never talks to LDAP: it serves the saved snapshot (possibly empty), so the
 daemon starts, and boots clients, while the replica is down. ``start()`` runs the consumer
 thread, which catches up from the saved cookie; each batch it hands over (in the reactor)
-becomes one new ``Directory``. The app logs device/school/defaults changes; this module logs
+becomes one new ``InventoryRecords``. The app logs device/school/defaults changes; this module logs
 the connection state, image release changes and entries it cannot use (once each).
 """
 
@@ -19,9 +19,9 @@ from typing import Callable
 
 from twisted.logger import Logger
 
-from bootserverd.config import LdapConfig
-from bootserverd.model import Directory
-from bootserverd.schema import Problem, SchemaError
+from bootserverd.config.settings import LdapConfig
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.config.schema import Problem, SchemaError
 from ldapsync import snapshot
 from ldapsync.consumer import Consumer, Settings
 from ldapsync.health import ReplicationMonitor
@@ -51,7 +51,7 @@ class LdapInventorySource:
         self._password: str | None = None
         self._consumer: Consumer | None = None
         self.monitor: ReplicationMonitor | None = None
-        self._deliver: Callable[[Directory], None] | None = None
+        self._deliver: Callable[[InventoryRecords], None] | None = None
         self._problems: frozenset[str] = frozenset()
         self._releases: dict[str, str] = {}
         self.connection = "not started"
@@ -82,7 +82,7 @@ class LdapInventorySource:
                      "make it 0640 root:bootserverd or 0600", path=str(path), mode=mode)
         return password
 
-    def load(self) -> Directory:
+    def load(self) -> InventoryRecords:
         self._password = self._read_password()
         try:
             snap = snapshot.read(self.path)
@@ -113,7 +113,7 @@ class LdapInventorySource:
                      cookie="will resume from its cookie" if cookie else "will reload everything")
         return directory
 
-    def start(self, deliver: Callable[[Directory], None]) -> None:
+    def start(self, deliver: Callable[[InventoryRecords], None]) -> None:
         if self.state is None:
             self.load()
         self._deliver = deliver
@@ -174,7 +174,7 @@ class LdapInventorySource:
         if self._deliver is not None:
             self._deliver(directory)
 
-    def _build(self) -> Directory:
+    def _build(self) -> InventoryRecords:
         directory, problems = self.view.build()
         current = frozenset(problems)
         for line in sorted(current - self._problems):

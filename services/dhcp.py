@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from bootserverd.leasedb import LeaseDB
+from dhcp.journal import LeaseDB
 from dhcp.leases import OFFERED, LeaseTable
 from dhcp.machine import Machine, Policy, Subnet
 from dhcp.netif import Interfaces, Neighbours

@@ -87,7 +87,7 @@ class TFTPService(Service):
         except PermissionError:
             raise FileUnavailable(codec.E_ACCESS, "access violation") from None
         except Exception as e:
-            # BootFileError (bootserverd.bootfiles): kind "not-found" | "access-denied".
+            # BootFileError (bootserverd.boot.files): kind "not-found" | "access-denied".
             code = _KIND_CODE.get(getattr(e, "kind", None))
             if code is None:
                 raise

@@ -41,7 +41,7 @@ class ReferenceLab(BootLab):
         self.procs: list[subprocess.Popen] = []
 
     def _serve(self) -> None:
-        from bootserverd.populate import populate
+        from bootserverd.tools.populate import populate
         tftp = self.tmp / "tftp"
         populate(tftp)
         image = self.tmp / f"{self.image_name}.img"

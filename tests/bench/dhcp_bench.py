@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """DHCP benchmark: perfdhcp (as a relay) against bootserverd, kea-dhcp4 (memfile) and dnsmasq,
 side by side in one run, in two namespaces joined by a veth pair. Also measures the two
-lease-storage candidates (append-only journal vs SQLite WAL) that bootserverd.leasedb chose
+lease-storage candidates (append-only journal vs SQLite WAL) that dhcp.journal chose
 between. Takes /tmp/bootserverd-bench.lock itself: the machine is shared.
 
   sudo .venv/bin/python tests/bench/dhcp_bench.py [--seconds 10] [--rates 100,1000,5000]
@@ -153,7 +153,7 @@ def bench_protocols(seconds: int, rates: list[int]) -> list[dict]:
 
 
 def bench_storage(n: int = 20000) -> None:
-    from bootserverd.leasedb import LeaseDB
+    from dhcp.journal import LeaseDB
     from dhcp.leases import Lease
     leases = [Lease(IPv4Address(0x0A000000 + i), b"\x01" + i.to_bytes(6, "big"),
                     "02:00:00:%02x:%02x:%02x" % (i >> 16 & 255, i >> 8 & 255, i & 255), f"h{i}",

@@ -5,7 +5,7 @@
 
 1. Download MB/s of one full image over loopback with curl: bootserverd (sendfile path and
    copy path) and nginx (sendfile on) serving the same file, median of N runs, and the ratio.
-2. Diff build (``python -m bootserverd.diffs build``: rdiff, block 4096) for a pair of SIZE and
+2. Diff build (``python -m bootserverd.images.diffs build``: rdiff, block 4096) for a pair of SIZE and
    of SIZE/4 MiB: wall time (linearity) and peak RSS of the builder and its rdiff children.
 3. Delta sizes for the pair: ours (rdiff -b 4096), Puavo's baseline (rdiff -b 128), zstd
    --patch-from --long=31, and the changed-files floor (tar of the changed files | zstd -19).
@@ -21,7 +21,6 @@ import argparse
 import fcntl
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -160,7 +159,7 @@ def diff_build(old: Path, new: Path, out: Path, block: int = 4096) -> tuple[floa
     code = ("import resource, subprocess, sys, time; t = time.monotonic(); "
             "subprocess.run(sys.argv[1:], check=True); "
             "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    args = [PYTHON, "-c", code, PYTHON, "-m", "bootserverd.diffs", "build", "--block-size", str(block),
+    args = [PYTHON, "-c", code, PYTHON, "-m", "bootserverd.images.diffs", "build", "--block-size", str(block),
             "--nice", "0", str(old), str(new), str(out)]
     seconds, rss = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     return float(seconds), int(rss) / 1024, out.stat().st_size
@@ -284,7 +283,7 @@ def main() -> int:
             for d in (daemon, copy):
                 if d is not None:
                     d.stop()
-        print("\n## Diff build (python -m bootserverd.diffs build, rdiff block 4096, not niced)")
+        print("\n## Diff build (python -m bootserverd.images.diffs build, rdiff block 4096, not niced)")
         builds = {}
         pairs = [("full", old, new)] + ([("small", small[0], small[1])] if small else [])
         for label, o, n in pairs:

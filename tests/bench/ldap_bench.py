@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Directory benchmark: central slapd → slave slapd (syncrepl) → bootserverd's model, with
+"""InventoryRecords benchmark: central slapd → slave slapd (syncrepl) → bootserverd's model, with
 ldapsearch (libldap, C) following the same slave with a sync search as the peer.
 
   first load   10,000 devices already on the slave: bootserverd (fresh state dir) until its
@@ -113,8 +113,8 @@ def run(args) -> dict:
     from twisted.internet import reactor, task
 
     from bootserverd.app import BootServer
-    from bootserverd import config as configmod
-    from bootserverd.logsetup import start_logging
+    from bootserverd.config import settings as configmod
+    from bootserverd.ops.logsetup import start_logging
 
     tmp = Path(tempfile.mkdtemp(prefix="ldap-bench-"))
     pair = Pair()

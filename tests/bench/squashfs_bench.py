@@ -43,7 +43,7 @@ def main() -> int:
 
             target = tmp / "extracted"
 
-            def with_unsquashfs():   # as bootserverd.squashfs.cat does: stdout straight into the file
+            def with_unsquashfs():   # as bootserverd.images.squashfs.cat does: stdout straight into the file
                 with open(target, "wb") as out:
                     subprocess.run(["unsquashfs", "-cat", str(image), inner], stdout=out, check=True)
                 assert target.stat().st_size == len(initrd)

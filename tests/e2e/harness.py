@@ -145,7 +145,7 @@ class BootLab:
             c.ip("link", "set", link, "up")
 
     def _serve(self) -> None:
-        from bootserverd.populate import populate
+        from bootserverd.tools.populate import populate
         images = self.tmp / "images"
         images.mkdir(parents=True, exist_ok=True)
         published = images / f"{self.image_name}.img"

@@ -8,12 +8,12 @@ import gzip
 import subprocess
 from ipaddress import IPv4Address
 
-from bootserverd.bootreport import BOOT_GAP, STALL, BootReport, LiveSession, format_timeline
-from bootserverd.populate import Loader, populate
-from bootserverd.resolver import is_ipxe_loader
+from bootserverd.boot.report import BOOT_GAP, STALL, BootReport, LiveSession, format_timeline
+from bootserverd.tools.populate import Loader, populate
+from bootserverd.boot.resolver import is_ipxe_loader
 from dhcp.leases import Lease
 from nbd.protocol import SessionRecord
-from services.http_transfer import TransferRecord as HttpRecord
+from services.http.transfer import TransferRecord as HttpRecord
 from tests.e2e.build_image import module_load_order, newc
 from tftp.protocol import TransferRecord as TftpRecord
 
@@ -108,7 +108,7 @@ def test_ipxe_loaders_are_recognised():
 
 def test_ipxe_rom_runs_the_configured_non_ipxe_loader():
     from tests.unit.test_resolver import KNOWN, make_resolver
-    from bootserverd.config import BootConfig
+    from bootserverd.config.settings import BootConfig
     loaders = dataclasses.replace(BootConfig().loaders, bios="pxelinux.0", efi64="grubnetx64.efi")
     resolver = make_resolver(boot=BootConfig(loaders=loaders))
     assert resolver.resolve(KNOWN, 0, ipxe=True).bootfile == "pxelinux.0"

@@ -1,7 +1,7 @@
-"""The config loader and the YAML inventory (bootserverd.config, .schema, .inventory).
+"""The config loader and the YAML inventory (bootserverd.config.settings, .schema, .inventory).
 
 Any file content: load() returns a Config or raises ConfigError (whose lines each name
-the file); parse_inventory returns a Directory or raises its SchemaError. Nothing else.
+the file); parse_inventory returns a InventoryRecords or raises its SchemaError. Nothing else.
 The input is mutated YAML text: the seeds are real configs, so the fuzzer works on
 structure (keys, types, indentation), not only on bytes.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 from tests.fuzz import harness
 
-with harness.instrumented("bootserverd.config", "bootserverd.schema", "bootserverd.inventory",
+with harness.instrumented("bootserverd.config.settings", "bootserverd.config.schema", "bootserverd.inventory.yaml_source",
                           "bootserverd.model"):
-    from bootserverd import config as configmod
-    from bootserverd.inventory import parse_inventory
-    from bootserverd.schema import SchemaError
+    from bootserverd.config import settings as configmod
+    from bootserverd.inventory.yaml_source import parse_inventory
+    from bootserverd.config.schema import SchemaError
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="bootserverd-fuzz-config-"))
 atexit.register(shutil.rmtree, SCRATCH, True)

@@ -1,5 +1,5 @@
-"""HTTP: Range/If-Range/If-None-Match decisions (services.http_range) and request paths
-through the real router and resources (services.http*, bootserverd.bootfiles) over a
+"""HTTP: Range/If-Range/If-None-Match decisions (services.http.range) and request paths
+through the real router and resources (services.http.service*, bootserverd.boot.files) over a
 scratch TFTP root that holds symlinks leading out of it.
 
 Invariants: no handler raises (an exception is a 500 with a traceback); a 206 lies inside
@@ -20,14 +20,14 @@ from urllib.parse import unquote_to_bytes
 from tests.fuzz import harness
 from tests.fuzz.harness import Fdp
 
-with harness.instrumented("services", "bootserverd.bootfiles", "bootserverd.resolver"):
-    from bootserverd.bootfiles import BootFiles
-    from bootserverd.diffs import Refused
-    from services.http import HTTPService, Router
-    from services.http_devices import DeviceResource
-    from services.http_diffs import DiffResource
-    from services.http_files import BootFileResource, FileSender, ImageResource
-    from services.http_range import decide, parse_range
+with harness.instrumented("services", "bootserverd.boot.files", "bootserverd.boot.resolver"):
+    from bootserverd.boot.files import BootFiles
+    from bootserverd.images.diffs import Refused
+    from services.http.service import HTTPService, Router
+    from services.http.devices import DeviceResource
+    from services.http.diffs import DiffResource
+    from services.http.files import BootFileResource, FileSender, ImageResource
+    from services.http.range import decide, parse_range
 
 from tests.fuzz.world import IMAGE, make_resolver
 

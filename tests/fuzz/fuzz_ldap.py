@@ -1,8 +1,8 @@
-"""Directory entries through the attribute-map profiles into the model, and on into the boot
-configs they produce (ldapsync.mapping, bootserverd.resolver); plus damaged snapshot files
+"""InventoryRecords entries through the attribute-map profiles into the model, and on into the boot
+configs they produce (ldapsync.mapping, bootserverd.boot.resolver); plus damaged snapshot files
 (ldapsync.snapshot).
 
-Invariants: mapping and assembly never raise; the Directory has one device per MAC, valid
+Invariants: mapping and assembly never raise; the InventoryRecords has one device per MAC, valid
 host names and IPv4 addresses; every device's pxelinux/iPXE/GRUB config renders, and no
 directory value can add a line to it (a newline in kernel arguments would let whoever
 edits a device inject boot commands); snapshot.read raises only SnapshotError.
@@ -20,8 +20,8 @@ from types import SimpleNamespace
 from tests.fuzz import harness
 from tests.fuzz.harness import Fdp
 
-with harness.instrumented("ldapsync", "bootserverd.model", "bootserverd.resolver"):
-    from bootserverd.model import Inventory, Model
+with harness.instrumented("ldapsync", "bootserverd.model", "bootserverd.boot.resolver"):
+    from bootserverd.model.snapshot import Inventory, Model
     from ldapsync import snapshot
     from ldapsync.mapping import _HOSTNAME, PROFILES, DirectoryView
 

@@ -5,7 +5,7 @@
   the pool or the client's reservation, the reserved device always gets its address.
 - NBD: any sequence of well-formed options ends the handshake at most once.
 - Config: any mapping over the real schema's keys loads or raises ConfigError.
-- Directory: any entries through both profiles assemble into a consistent Directory.
+- InventoryRecords: any entries through both profiles assemble into a consistent InventoryRecords.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bootserverd import config as configmod
+from bootserverd.config import settings as configmod
 from dhcp import options as O
 from dhcp.codec import Message, decode, encode
 from dhcp.leases import BOUND, LeaseTable

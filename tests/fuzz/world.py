@@ -8,9 +8,11 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from types import SimpleNamespace
 
-from bootserverd.config import Config, ServerConfig
-from bootserverd.model import Defaults, Device, Directory, Inventory, Model, School
-from bootserverd.resolver import BootResolver
+from bootserverd.config.settings import Config, ServerConfig
+from bootserverd.model.objects import Defaults, Device, School
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.boot.resolver import BootResolver
 
 IMAGE = "bookworm-2026-11-20-101500-amd64"
 RESERVED_MAC = "52:54:00:aa:00:01"
@@ -24,7 +26,7 @@ DEVICES = (
 
 
 def make_resolver(devices=DEVICES, root: Path = Path("/nonexistent"), **config_changes) -> BootResolver:
-    directory = Directory(devices, {"s1": School("s1", kernel_args="splash")},
+    directory = InventoryRecords(devices, {"s1": School("s1", kernel_args="splash")},
                           Defaults(image=IMAGE, kernel_args="quiet"))
     images = {IMAGE: SimpleNamespace(kernel=root / "vmlinuz", initrd=root / "initrd.img"),
               "other-img": SimpleNamespace(kernel=root / "vmlinuz", initrd=root / "initrd.img")}

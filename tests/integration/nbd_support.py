@@ -212,7 +212,7 @@ def main() -> None:
     from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
                                 globalLogBeginner, textFileLogObserver)
 
-    from bootserverd.config import Listen, NbdConfig
+    from bootserverd.config.settings import Listen, NbdConfig
     from services.nbd import NBDService
 
     level = LogLevel.warn if args.quiet else LogLevel.info

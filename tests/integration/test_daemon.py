@@ -153,7 +153,7 @@ def test_root_is_refused_unless_allowed_and_dropped_to_the_configured_user(tmp_p
 def test_leases_command_lists_the_journal(tmp_path):
     from ipaddress import IPv4Address
 
-    from bootserverd.leasedb import LeaseDB
+    from dhcp.journal import LeaseDB
     from dhcp.leases import BOUND, RELEASED, Lease
     config = write_config(tmp_path)
     db = LeaseDB(tmp_path / "state" / "leases")
@@ -201,7 +201,7 @@ def test_sighup_moves_the_nbd_listener_without_dropping_a_connected_client(tmp_p
 
 
 def test_selftest_tftp_client_downloads_without_tftpy(tmp_path):
-    from bootserverd.selftest import tftp_download_size
+    from bootserverd.tools.selftest import tftp_download_size
     config = write_config(tmp_path, tftp={"enabled": True})
     payload = os.urandom(512 * 3)          # an exact multiple of 512: the empty last block counts
     (tmp_path / "tftp" / "undionly.kpxe").write_bytes(payload)

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,11 +37,11 @@ PXE_MAC = "52:54:00:aa:00:03"
 def serve(config_path: str) -> None:
     from twisted.internet import reactor
 
-    from bootserverd import config as configmod
-    from bootserverd.inventory import parse_inventory
-    from bootserverd.logsetup import start_logging
-    from bootserverd.model import Inventory, Model
-    from bootserverd.resolver import BootResolver
+    from bootserverd.config import settings as configmod
+    from bootserverd.inventory.yaml_source import parse_inventory
+    from bootserverd.ops.logsetup import start_logging
+    from bootserverd.model.snapshot import Inventory, Model
+    from bootserverd.boot.resolver import BootResolver
     from services.dhcp import DHCPService
 
     config = configmod.load(Path(config_path))
@@ -355,7 +354,7 @@ def test_udhcpc_reserved_address_and_hostname(lan):
     assert got["domain"] == "school.test" and got["lease"] == "600"
     log = server.log.read_text()
     assert "ACK 10.50.0.57 to 52:54:00:aa:00:01 (class-12, thinclient) on s0" in log
-    from bootserverd.leasedb import list_leases
+    from dhcp.journal import list_leases
     assert ("52:54:00:aa:00:01", "10.50.0.57", "class-12") in \
         [row[:3] for row in list_leases(tmp / "state" / "leases")]
 
@@ -477,7 +476,7 @@ def test_perfdhcp_relay(lan):
     assert "via relay 10.61.0.1" in log
     rows = int(log.split("stopped: ")[1].split()[0])
     assert rows == got[1], "every ACK was written to the journal"
-    from bootserverd.leasedb import list_leases
+    from dhcp.journal import list_leases
     ips = [IPv4Address(ip) for _, ip, _, _ in list_leases(tmp / "state" / "leases")]
     assert 0 < len(ips) <= 150 and len(set(ips)) == len(ips)  # -R 150 distinct clients
     assert all(IPv4Address("10.61.0.10") <= ip <= IPv4Address("10.61.0.250")
@@ -557,7 +556,7 @@ def test_kill9_durability_1000_leases(lan):
         by_ip.setdefault(ip, set()).add(mac)
     assert all(len(macs) == 1 for macs in by_ip.values()), "an address went to two clients"
     server.kill9()
-    from bootserverd.leasedb import list_leases
+    from dhcp.journal import list_leases
     remembered = {(mac, ip) for mac, ip, _, _ in list_leases(tmp / "state" / "leases")}
     forgotten = {(mac, ip) for mac, ip in records} - remembered
     assert not forgotten, f"{len(forgotten)} ACKed leases forgotten, e.g. {sorted(forgotten)[:3]}"

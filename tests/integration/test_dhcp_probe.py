@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bootserverd.leasedb import list_leases
+from dhcp.journal import list_leases
 from tests.integration import test_dhcp_netns as dn
 from tests.integration.netns import namespaces, veth
 

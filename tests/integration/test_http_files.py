@@ -1,11 +1,9 @@
 """HTTP downloads against the real daemon with curl: boot files, images, ranges, resume,
 conditional requests, traversal refusals, the stall watchdog, sendfile and copy paths."""
-import os
 import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 

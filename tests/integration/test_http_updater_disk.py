@@ -49,7 +49,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def laptop(server, tmp_path):
     """A small tmpfs running NEW (marked good) with OLD as its backup."""
-    from bootserverd.updater import State
+    from bootserverd_client.updater import State
     _, images = server
     size = (images / f"{NEWER}.img").stat().st_size
     mount = tmp_path / "laptop"
@@ -89,7 +89,7 @@ def fill(directory: Path, leave: int) -> int:
 
 def run_updater(d, directory: Path, *args: str) -> subprocess.Popen:
     # its own process group: SIGSTOP reaches the updater and its rdiff child together
-    return subprocess.Popen([PYTHON, "-m", "bootserverd.updater", "--server", d.base, "--dir", str(directory),
+    return subprocess.Popen([PYTHON, "-m", "bootserverd_client.updater", "--server", d.base, "--dir", str(directory),
                              "--device", "pin-newer", "--quiet", "--wait", "30", "--reserve", "1", *args],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

@@ -2,14 +2,13 @@
 
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 from twisted.internet import defer, task
 
-from bootserverd import images as images_mod
-from bootserverd.images import ImageStore, scan_summary
-from bootserverd.squashfs import find_boot_files
+from bootserverd.images import store as images_mod
+from bootserverd.images.store import ImageStore, scan_summary
+from bootserverd.images.squashfs import find_boot_files
 from tests.support.images import build_image
 
 NAME = "bookworm-2026-11-20-101500-amd64"

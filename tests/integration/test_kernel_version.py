@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from bootserverd.squashfs import find_kernels
+from bootserverd.images.squashfs import find_kernels
 from tests.support.config import write_config
 from tests.support.daemon import Daemon
 from tests.support.images import build_image

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 import yaml
 
-from bootserverd.rollout import bucket
+from bootserverd.model.rollout import bucket
 from slapd_support import BASE, DAEMON_DN, Pair, device_attrs
 from tests.support.config import write_config
 from tests.support.daemon import Daemon

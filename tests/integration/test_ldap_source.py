@@ -10,9 +10,9 @@ from ipaddress import IPv4Address
 import pytest
 from twisted.internet.task import Clock
 
-from bootserverd.config import Config, LdapConfig, ServerConfig
-from bootserverd.model import Inventory, Model
-from bootserverd.resolver import BootResolver
+from bootserverd.config.settings import Config, LdapConfig, ServerConfig
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.boot.resolver import BootResolver
 from ldapsync.source import LdapInventorySource
 from slapd_support import BASE, DAEMON_DN, Pair, device_attrs, free_port
 

@@ -10,7 +10,7 @@ from nbd_support import ROOT, DirImages  # noqa: E402
 sys.path.insert(0, str(ROOT))
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
-from bootserverd.config import Listen, NbdConfig  # noqa: E402
+from bootserverd.config.settings import Listen, NbdConfig  # noqa: E402
 from nbd.protocol import SessionRecord  # noqa: E402
 from services.nbd import ImageCatalog, NBDService  # noqa: E402
 

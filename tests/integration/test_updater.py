@@ -1,9 +1,7 @@
 """bootserverd-image-update against the real daemon: full install, diff update (librsync),
 resume checked by ETag, corrupted diffs rejected, a full disk, trial + rollback, live rollout."""
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ def server(tmp_path_factory):
 
 
 def updater(d, directory: Path, *args: str, device: str = "lap1") -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "bootserverd.updater", "--server", d.base, "--dir", str(directory),
+    return subprocess.run([PYTHON, "-m", "bootserverd_client.updater", "--server", d.base, "--dir", str(directory),
                            "--device", device, "--quiet", "--wait", "30", "--reserve", "1", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
@@ -208,7 +206,7 @@ def test_no_diff_to_be_had_falls_back_to_the_full_image(server, tmp_path):
     installed(server, laptop)
     for cached in (d.state / "diffs").glob("*.rdiff*"):      # evicted: the next request must rebuild
         cached.unlink()
-    got = subprocess.run([PYTHON, "-m", "bootserverd.updater", "--server", d.base, "--dir", str(laptop),
+    got = subprocess.run([PYTHON, "-m", "bootserverd_client.updater", "--server", d.base, "--dir", str(laptop),
                           "--device", "lap1", "--quiet", "--wait", "0", "--reserve", "1"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr

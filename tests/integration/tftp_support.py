@@ -5,7 +5,7 @@ port) and prints "PORT <n>" once listening; transfer log lines go to stderr:
 
     python tests/integration/tftp_support.py --root DIR [--max-blksize N] [--inventory JSON]
 
-Files come from the real bootserverd.bootfiles.BootFiles (confinement, virtual configs).
+Files come from the real bootserverd.boot.files.BootFiles (confinement, virtual configs).
 """
 from __future__ import annotations
 
@@ -25,21 +25,23 @@ PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() els
 
 
 def make_boot_files(root: Path, inventory: dict, state_dir: Path):
-    """The real bootserverd.bootfiles.BootFiles over `root`, with a model built from
+    """The real bootserverd.boot.files.BootFiles over `root`, with a model built from
     {"devices": [Device kwargs...], "images": {name: {"kernel": path, "initrd": path}},
      "default_image": name}."""
     from ipaddress import IPv4Address
     from types import SimpleNamespace
 
-    from bootserverd.bootfiles import BootFiles
-    from bootserverd.config import Config, ServerConfig
-    from bootserverd.model import Defaults, Device, Directory, Inventory, Model
-    from bootserverd.resolver import BootResolver
+    from bootserverd.boot.files import BootFiles
+    from bootserverd.config.settings import Config, ServerConfig
+    from bootserverd.model.objects import Defaults, Device
+    from bootserverd.model.objects import InventoryRecords
+    from bootserverd.model.snapshot import Inventory, Model
+    from bootserverd.boot.resolver import BootResolver
 
     devices = tuple(Device(**d) for d in inventory.get("devices", ()))
     images = {name: SimpleNamespace(kernel=Path(i["kernel"]), initrd=Path(i["initrd"]))
               for name, i in inventory.get("images", {}).items()}
-    directory = Directory(devices, {}, Defaults(image=inventory.get("default_image")))
+    directory = InventoryRecords(devices, {}, Defaults(image=inventory.get("default_image")))
     model = Model(Inventory(directory, images, None))
     config = Config(server=ServerConfig(address=IPv4Address("127.0.0.1"), state_dir=state_dir))
     return BootFiles(Path(root), BootResolver(config, model), model)
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
 
-    from bootserverd.config import Listen, TftpConfig
+    from bootserverd.config.settings import Listen, TftpConfig
     cfg = TftpConfig(listen=Listen(a.host, a.port), root=a.root, max_blksize=a.max_blksize,
                      max_windowsize=a.max_windowsize, max_transfers=a.max_transfers,
                      max_transfers_per_client=a.max_per_client, timeout=a.timeout,

@@ -120,7 +120,7 @@ def test_kill9_during_dhcp_exchanges(tmp_path):
         # what the server remembers: one more start reads the journal as left by the last kill
         daemon.start()
         daemon.kill9()
-    from bootserverd.leasedb import list_leases
+    from dhcp.journal import list_leases
     records = [tuple(line.split()) for line in acks.read_text().splitlines() if line.strip()]
     holders: dict[str, set[str]] = {}
     for mac, ip in records:

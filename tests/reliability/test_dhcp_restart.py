@@ -61,7 +61,7 @@ def probe(giaddr: str, server: str, seconds: float) -> None:
 
 def fill_journal(path: Path, count: int, now: float) -> None:
     """`count` bound leases in 10.50.1.0 onwards; the probe's MAC holds the 8th."""
-    from bootserverd.leasedb import format_row
+    from dhcp.journal import format_row
     from dhcp.leases import BOUND, Lease
     base = int(IPv4Address("10.50.1.0"))
     path.parent.mkdir(parents=True, exist_ok=True)

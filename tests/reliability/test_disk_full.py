@@ -70,7 +70,7 @@ def test_lease_store_disk_full(tmp_path):
             finally:
                 server.stop()
             log = server.log.read_text()
-        from bootserverd.leasedb import list_leases
+        from dhcp.journal import list_leases
         stored = {mac: ip for mac, ip, _, _ in list_leases(state / "leases")}
     finally:
         subprocess.run(["umount", str(state)], check=False)

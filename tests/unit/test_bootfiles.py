@@ -2,16 +2,17 @@
 
 import os
 from ipaddress import IPv4Address
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from bootserverd import bootfiles as bf
-from bootserverd.bootfiles import BootFileError, BootFiles
-from bootserverd.config import Config, ServerConfig
-from bootserverd.model import Defaults, Device, Directory, Inventory, Model
-from bootserverd.resolver import BootResolver
+from bootserverd.boot import files as bf
+from bootserverd.boot.files import BootFileError, BootFiles
+from bootserverd.config.settings import Config, ServerConfig
+from bootserverd.model.objects import Defaults, Device
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.boot.resolver import BootResolver
 
 MAC = "52:54:00:00:00:01"
 IMAGE = "img-2026-01-01-000000-amd64"
@@ -34,7 +35,7 @@ def files(tmp_path):
     kernel.write_bytes(b"K" * (bf.HOT_FILE_MAX + 1))
     initrd.write_bytes(b"I" * 100)
     image = SimpleNamespace(kernel=kernel, initrd=initrd)
-    directory = Directory((Device(MAC, hostname="class-12", ip="10.0.0.57"),), {}, Defaults(image=IMAGE))
+    directory = InventoryRecords((Device(MAC, hostname="class-12", ip="10.0.0.57"),), {}, Defaults(image=IMAGE))
     model = Model(Inventory(directory, {IMAGE: image}, None))
     config = Config(server=ServerConfig(address=IPv4Address("10.0.0.1"), state_dir=tmp_path))
     return BootFiles(root, BootResolver(config, model), model)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bootserverd import config as configmod
+from bootserverd.config import settings as configmod
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ import os
 import time
 from ipaddress import IPv4Address
 
-from bootserverd.leasedb import LeaseDB, format_row, list_leases, parse_row
+from dhcp.journal import LeaseDB, format_row, list_leases, parse_row
 from dhcp.leases import BOUND, DECLINED, RELEASED, Lease, LeaseTable
 
 

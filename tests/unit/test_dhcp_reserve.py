@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from bootserverd import config as configmod
+from bootserverd.config import settings as configmod
 from dhcp import options as O
 from dhcp.leases import RELEASED, LeaseTable
 from dhcp.machine import Machine, Policy, Subnet, reserve_count

@@ -1,10 +1,10 @@
-"""bootserverd.diffs: which pairs make sense, names, eviction order, the builder, the budget."""
+"""bootserverd.images.diffs: which pairs make sense, names, eviction order, the builder, the budget."""
 import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootserverd.diffs import DiffCache, build, cache_name, eviction_order, pair_problem, split_pair
+from bootserverd.images.diffs import DiffCache, build, cache_name, eviction_order, pair_problem, split_pair
 
 
 @dataclass
@@ -83,7 +83,7 @@ def test_budget_evicts_least_useful(tmp_path):
 
 def test_prebuild_window():
     import pytest
-    from bootserverd.diffs import in_window, parse_window
+    from bootserverd.images.diffs import in_window, parse_window
     night = parse_window("18:00-07:00")
     assert night == (1080, 420)
     assert in_window(night, 23 * 60) and in_window(night, 6 * 60 + 59) and not in_window(night, 7 * 60)
@@ -111,7 +111,7 @@ def test_budget_spares_the_diff_just_built(tmp_path):
 
 
 def test_a_build_that_ran_out_of_space_is_retried_once_space_is_freed(tmp_path):
-    from bootserverd.diffs import FAILED_BACKOFF, Failure
+    from bootserverd.images.diffs import FAILED_BACKOFF, Failure
     clock = _Clock()
     cache = DiffCache(tmp_path, images=None, reactor=clock)
     free = [1000]

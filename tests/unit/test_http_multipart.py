@@ -1,9 +1,9 @@
-"""services.http_transfer.SegmentedFile: a multipart body read in arbitrary chunks is exactly
+"""services.http.transfer.SegmentedFile: a multipart body read in arbitrary chunks is exactly
 the layout's bytes (what the copy path sends for a multi-range answer)."""
 from hypothesis import given, strategies as st
 
-from services.http_range import multipart_layout
-from services.http_transfer import SegmentedFile
+from services.http.range import multipart_layout
+from services.http.transfer import SegmentedFile
 
 
 class Bytes:

@@ -1,9 +1,9 @@
-"""bootserverd.updater pieces without a server: progress line, Content-Range, state, trial."""
+"""bootserverd_client.updater pieces without a server: progress line, Content-Range, state, trial."""
 import json
 
 import pytest
 
-from bootserverd.updater import (EXIT_OK, Progress, State, UpdateError, _content_range, boot_check, image_path,
+from bootserverd_client.updater import (EXIT_OK, Progress, State, UpdateError, _content_range, boot_check, image_path,
                                  mark_good, rollback)
 
 

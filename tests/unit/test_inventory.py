@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from bootserverd.inventory import parse_inventory
-from bootserverd.model import Defaults, Device, Directory, Inventory, Model, School, diff_devices, normalize_mac
-from bootserverd.schema import SchemaError
+from bootserverd.inventory.yaml_source import parse_inventory
+from bootserverd.model.objects import Defaults, Device, School, normalize_mac
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.config.schema import SchemaError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,7 +77,7 @@ def make_inventory(server_image=None, org_image="org-img", school_image="school-
                Device("aa:00:00:00:00:02", school="s"),
                Device("aa:00:00:00:00:03"),
                Device("aa:00:00:00:00:04", boot_mode="localboot", school="s"))
-    directory = Directory(devices, schools, Defaults(image=org_image, kernel_args="quiet", type="thinclient"))
+    directory = InventoryRecords(devices, schools, Defaults(image=org_image, kernel_args="quiet", type="thinclient"))
     return Inventory(directory, {}, server_image)
 
 
@@ -109,8 +111,3 @@ def test_model_replaces_whole_snapshots_and_notifies():
     assert first.images == {} and seen == [(first, model.inventory)]
     assert model.inventory.devices == first.devices
 
-
-def test_diff_devices():
-    a, b, c = Device("aa:00:00:00:00:01"), Device("aa:00:00:00:00:02"), Device("aa:00:00:00:00:03")
-    changed_b = Device("aa:00:00:00:00:02", hostname="new")
-    assert diff_devices([a, b], [changed_b, c]) == ([c], [changed_b], [a])

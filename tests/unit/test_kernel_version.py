@@ -8,12 +8,14 @@ from types import MappingProxyType, SimpleNamespace
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
-from bootserverd.bootfiles import BootFileError, BootFiles
-from bootserverd.config import Config, HttpConfig, ServerConfig
-from bootserverd.inventory import parse_inventory
-from bootserverd.model import Defaults, Device, Directory, Inventory, Model, School
-from bootserverd.resolver import BootResolver
-from bootserverd.schema import SchemaError
+from bootserverd.boot.files import BootFileError, BootFiles
+from bootserverd.config.settings import Config, HttpConfig, ServerConfig
+from bootserverd.inventory.yaml_source import parse_inventory
+from bootserverd.model.objects import Defaults, Device, School
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.boot.resolver import BootResolver
+from bootserverd.config.schema import SchemaError
 from ldapsync.mapping import PROFILES, DirectoryView
 
 IMAGE = "bookworm-2026-11-20-101500-amd64"
@@ -38,7 +40,7 @@ def world(tmp_path):
                Device(PLAIN, hostname="plain"),
                Device(WRONG, hostname="wrong", type="thinclient", kernel_version=MISSING))
     schools = {"s": School("s", kernel_version=OLD), "s2": School("s2", kernel_version=NEW)}
-    model = Model(Inventory(Directory(devices, schools, Defaults(image=IMAGE)), {IMAGE: image}, None))
+    model = Model(Inventory(InventoryRecords(devices, schools, Defaults(image=IMAGE)), {IMAGE: image}, None))
     config = Config(server=ServerConfig(address=IPv4Address("10.0.0.1"), state_dir=tmp_path))
     root = tmp_path / "tftp"
     root.mkdir()
@@ -52,7 +54,7 @@ def warnings():
     events = []
 
     def observe(event):
-        if event.get("log_namespace") == "bootserverd.resolver" and event["log_level"].name == "warn":
+        if event.get("log_namespace") == "bootserverd.boot.resolver" and event["log_level"].name == "warn":
             events.append(event)
     globalLogPublisher.addObserver(observe)
     yield events
@@ -66,7 +68,7 @@ def lines(resolver, fmt, mac):
 # -- inheritance --
 
 def test_device_then_school_then_organisation():
-    inventory = Inventory(Directory((Device("52:54:00:00:00:01", kernel_version="a", school="s"),
+    inventory = Inventory(InventoryRecords((Device("52:54:00:00:00:01", kernel_version="a", school="s"),
                                      Device("52:54:00:00:00:02", school="s"),
                                      Device("52:54:00:00:00:03", school="t"),
                                      Device("52:54:00:00:00:04")),
@@ -74,7 +76,7 @@ def test_device_then_school_then_organisation():
                                     Defaults(kernel_version="c")), {}, None)
     assert [inventory.kernel_version_for(d) for d in inventory.devices] == ["a", "b", "c", "c"]
     assert inventory.kernel_version_for(None) == "c"
-    assert Inventory(Directory(), {}, None).kernel_version_for(None) is None
+    assert Inventory(InventoryRecords(), {}, None).kernel_version_for(None) is None
 
 
 def test_yaml_inventory_reads_kernel_version_at_every_level(tmp_path):
@@ -169,7 +171,7 @@ def test_missing_version_boots_the_default_and_warns_once_per_device_and_image(w
     # another device wanting it, or the directory naming another version: one more line each
     inventory = world.model.inventory
     another = Device("52:54:00:00:00:09", kernel_version=MISSING)
-    world.model.update(directory=Directory(inventory.devices + (another,), inventory.schools, inventory.defaults))
+    world.model.update(directory=InventoryRecords(inventory.devices + (another,), inventory.schools, inventory.defaults))
     lines(world.resolver, "ipxe", "52:54:00:00:00:09")
     lines(world.resolver, "ipxe", "52:54:00:00:00:09")
     assert len(warnings) == 2

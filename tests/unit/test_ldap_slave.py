@@ -1,7 +1,7 @@
-"""ldapsync.slave's pure parts: the configure plan, the olcSyncrepl line, CSN lag."""
+"""ldapsync.replica's pure parts: the configure plan, the olcSyncrepl line, CSN lag."""
 import pytest
 
-from ldapsync.slave import (SCHEMA_FILES, LocalConfig, Options, SlaveError, csn_lag, plan, syncrepl_line,
+from ldapsync.replica import (SCHEMA_FILES, LocalConfig, Options, SlaveError, csn_lag, plan, syncrepl_line,
                             to_ldif)
 
 SCHEMA = SCHEMA_FILES[0].read_text()

@@ -6,7 +6,7 @@ import logging
 
 from twisted.logger import LogLevel, Logger, globalLogPublisher
 
-from bootserverd.logsetup import _StdlibBridge, format_json, format_text, make_observer
+from bootserverd.ops.logsetup import _StdlibBridge, format_json, format_text, make_observer
 
 
 def event(namespace="bootserverd.tftp", level=LogLevel.info, **fields):
@@ -54,8 +54,8 @@ def test_stdlib_logging_is_bridged():
 def test_factory_start_stop_chatter_is_dropped_below_warning():
     from twisted.logger import PredicateResult
 
-    from bootserverd.logsetup import _quiet_twisted
-    chatter = {"log_namespace": "services.http._Site", "log_level": LogLevel.info,
+    from bootserverd.ops.logsetup import _quiet_twisted
+    chatter = {"log_namespace": "services.http.service._Site", "log_level": LogLevel.info,
                "log_format": "Starting factory {factory!r}"}
     assert _quiet_twisted(chatter) == PredicateResult.no
     assert _quiet_twisted(event(file="a", client="b")) == PredicateResult.maybe

@@ -2,12 +2,13 @@
 (a 500 with a traceback). Fixed in bootserverd/bootfiles.py: such a client matches no prefix."""
 
 from ipaddress import IPv4Address
-from pathlib import Path
 
-from bootserverd.bootfiles import BootFileError, BootFiles, _hex_ip
-from bootserverd.config import Config, ServerConfig
-from bootserverd.model import Defaults, Device, Directory, Inventory, Model
-from bootserverd.resolver import BootResolver
+from bootserverd.boot.files import BootFileError, BootFiles, _hex_ip
+from bootserverd.config.settings import Config, ServerConfig
+from bootserverd.model.objects import Defaults, Device
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.boot.resolver import BootResolver
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_hex_ip_of_ipv4_and_ipv6():
 
 
 def test_ipv6_client_asking_for_a_hex_grub_config_gets_a_config(tmp_path):
-    directory = Directory((Device("52:54:00:00:00:01", ip="10.0.0.57"),), {}, Defaults())
+    directory = InventoryRecords((Device("52:54:00:00:00:01", ip="10.0.0.57"),), {}, Defaults())
     model = Model(Inventory(directory, {}, None))
     config = Config(server=ServerConfig(address=IPv4Address("10.0.0.1"), state_dir=tmp_path))
     files = BootFiles(tmp_path, BootResolver(config, model), model)

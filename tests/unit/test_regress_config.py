@@ -4,7 +4,7 @@ a config file holding a bare number raised TypeError out of load() (bootserverd/
 
 import pytest
 
-from bootserverd import config as configmod
+from bootserverd.config import settings as configmod
 
 
 def test_nan_is_refused_with_the_key_named(tmp_path):

@@ -2,8 +2,8 @@
 
 from types import SimpleNamespace
 
-from services.http_range import decide, parse_range
-from services.http_util import send_error
+from services.http.range import decide, parse_range
+from services.http.util import send_error
 
 
 def test_range_with_thousands_of_digits_is_not_a_500():

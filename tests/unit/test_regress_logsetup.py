@@ -7,7 +7,7 @@ import io
 
 from twisted.logger import LogLevel
 
-from bootserverd.logsetup import make_observer
+from bootserverd.ops.logsetup import make_observer
 
 
 def test_line_with_surrogates_is_escaped_not_lost():

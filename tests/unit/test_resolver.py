@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bootserverd.config import BootConfig, Config, HttpConfig, Listen, ServerConfig
-from bootserverd.model import Defaults, Device, Directory, Inventory, Model, School
-from bootserverd.resolver import BootResolver
+from bootserverd.config.settings import BootConfig, Config, HttpConfig, Listen, ServerConfig
+from bootserverd.model.objects import Defaults, Device, School
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.boot.resolver import BootResolver
 
 KNOWN = "52:54:00:00:00:01"
 DUAL = "52:54:00:00:00:02"
@@ -22,7 +24,7 @@ def make_resolver(**config_changes) -> BootResolver:
                Device(DUAL, hostname="lab-3", type="laptop", boot_mode="dualboot", kernel_args="nomodeset"),
                Device(DISABLED, hostname="old", enabled=False),
                Device(ORPHAN, hostname="orphan", image="gone-2026-01-01-000000-amd64"))
-    directory = Directory(devices, {"s": School("s", kernel_args="splash")}, Defaults(image=IMAGE, kernel_args="quiet"))
+    directory = InventoryRecords(devices, {"s": School("s", kernel_args="splash")}, Defaults(image=IMAGE, kernel_args="quiet"))
     model = Model(Inventory(directory, {IMAGE: object(), "other-img": object()}, None))
     config = Config(server=ServerConfig(address=IPv4Address("10.0.0.1"), state_dir=Path("/tmp")))
     config = dataclasses.replace(config, **config_changes)
@@ -107,13 +109,13 @@ def test_errors_render_as_a_menu_that_says_what_is_wrong(mac, message):
 
 def test_no_image_anywhere_is_an_error_menu():
     resolver = make_resolver()
-    resolver.model.update(directory=Directory((Device(KNOWN),), {}, Defaults()))
+    resolver.model.update(directory=InventoryRecords((Device(KNOWN),), {}, Defaults()))
     assert "no image is assigned to 52:54:00:00:00:01" in resolver.render("ipxe", KNOWN, "x").decode()
 
 
 def test_change_in_the_model_is_live():
     resolver = make_resolver()
-    resolver.model.update(directory=Directory((Device(KNOWN, image="other-img"),), {}, Defaults()))
+    resolver.model.update(directory=InventoryRecords((Device(KNOWN, image="other-img"),), {}, Defaults()))
     assert "nbdroot=10.0.0.1:10809/other-img" in resolver.render("pxelinux.cfg", KNOWN, "x").decode()
 
 

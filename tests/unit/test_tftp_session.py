@@ -2,7 +2,7 @@
 from hypothesis import given, settings, strategies as st
 
 from tftp import codec
-from tftp.codec import Ack, Data, Error, Request
+from tftp.codec import Data, Error, Request
 from tftp.session import (Finish, Policy, ReadSession, SendBlocks, SendPacket, SetTimer,
                           negotiate)
 

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootserverd import config as configmod
+from bootserverd.config import settings as configmod
 
 TIMEOUT = 5.0
 

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from bootserverd.model import Device, Rollout
+from bootserverd.model.objects import Device, Rollout
 
 
 @dataclass(frozen=True)

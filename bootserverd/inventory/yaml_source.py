@@ -1,7 +1,7 @@
 """Inventory sources: where devices, schools and defaults come from.
 
 ``InventorySource`` is the seam: the YAML file here, the LDAP replica in ldapsync/.
-A source delivers whole ``Directory`` values on the reactor thread; the app swaps them
+A source delivers whole ``InventoryRecords`` values on the reactor thread; the app swaps them
 into the model.
 """
 
@@ -19,21 +19,22 @@ from typing import Any, Callable, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from bootserverd.model import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Directory, Rollout,
-                               School, normalize_mac)
-from bootserverd.schema import Context, Problem, SchemaError, build, load_document
-from bootserverd.squashfs import KERNEL_VERSION
+from bootserverd.model.objects import BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Rollout, School, normalize_mac
 
-log = Logger(namespace="bootserverd.inventory")
+from bootserverd.model.objects import InventoryRecords
+from bootserverd.config.schema import Context, Problem, SchemaError, build, load_document
+from bootserverd.images.squashfs import KERNEL_VERSION
+
+log = Logger(namespace="bootserverd.inventory.yaml_source")
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 
 
 class InventorySource(Protocol):
-    def load(self) -> Directory:
+    def load(self) -> InventoryRecords:
         """Read the current content synchronously (start-up, check-config); raises on errors."""
 
-    def start(self, deliver: Callable[[Directory], None]) -> None:
-        """Begin following changes; ``deliver`` gets each new Directory on the reactor thread."""
+    def start(self, deliver: Callable[[InventoryRecords], None]) -> None:
+        """Begin following changes; ``deliver`` gets each new InventoryRecords on the reactor thread."""
 
     def stop(self) -> None: ...
 
@@ -125,7 +126,7 @@ class DefaultsEntry:
 TOP_LEVEL = ("devices", "schools", "defaults", "images")
 
 
-def parse_inventory(path: Path) -> Directory:
+def parse_inventory(path: Path) -> InventoryRecords:
     """Read and validate an inventory file; raises SchemaError listing every problem."""
     try:
         data, lines = load_document(path)
@@ -160,7 +161,7 @@ def parse_inventory(path: Path) -> Directory:
                            enabled=e.enabled, school=e.school, next_image=e.next_image,
                            rollout=_rollout(e.rollout), kernel_version=e.kernel_version)
                     for e in entries.values())
-    return Directory(devices=devices, schools=MappingProxyType(schools),
+    return InventoryRecords(devices=devices, schools=MappingProxyType(schools),
                      defaults=Defaults(image=defaults.image, kernel_args=defaults.kernel_args,
                                        boot_mode=defaults.boot_mode, type=defaults.type,
                                        next_image=defaults.next_image, rollout=_rollout(defaults.rollout),
@@ -224,7 +225,7 @@ class YamlInventorySource:
         self.poll_interval = poll_interval
         self._clock = clock
         self._stamp = None
-        self._deliver: Callable[[Directory], None] | None = None
+        self._deliver: Callable[[InventoryRecords], None] | None = None
         self._poller: LoopingCall | None = None
 
     def _file_stamp(self):
@@ -234,11 +235,11 @@ class YamlInventorySource:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def load(self) -> Directory:
+    def load(self) -> InventoryRecords:
         self._stamp = self._file_stamp()
         return parse_inventory(self.path)
 
-    def start(self, deliver: Callable[[Directory], None]) -> None:
+    def start(self, deliver: Callable[[InventoryRecords], None]) -> None:
         self._deliver = deliver
         self._poller = LoopingCall(self._check)
         if self._clock is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from socket import inet_aton
 from typing import Iterable
 
-from bootserverd.fsutil import fsync_dir
+from bootserverd_client.fsutil import fsync_dir
 from dhcp.leases import BOUND, Lease
 
 _STATES = ("offered", "bound", "released", "declined")

@@ -16,17 +16,17 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from bootserverd import __version__
-from bootserverd.diffs import DiffCache, in_window, parse_window
-from bootserverd.metrics import Metrics
-from bootserverd.model import normalize_mac
-from bootserverd.rollout import release_of
-from services.http_devices import DeviceResource
-from services.http_diffs import DiffResource
-from services.http_files import BootFileResource, FileSender, ImageResource
-from services.http_limits import LimitedSite
-from services.http_metrics import MetricsResource
-from services.http_transfer import TransferRecord
-from services.http_util import send_error, send_json
+from bootserverd.images.diffs import DiffCache, in_window, parse_window
+from bootserverd.ops.metrics import Metrics
+from bootserverd.model.objects import normalize_mac
+from bootserverd.model.rollout import release_of
+from services.http.devices import DeviceResource
+from services.http.diffs import DiffResource
+from services.http.files import BootFileResource, FileSender, ImageResource
+from services.http.limits import LimitedSite
+from services.http.metrics import MetricsResource
+from services.http.transfer import TransferRecord
+from services.http.util import send_error, send_json
 
 log = Logger(namespace="bootserverd.http")
 PREBUILD_INTERVAL = 600.0           # seconds between ahead-of-time checks (also on every model change)

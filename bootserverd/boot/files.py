@@ -16,8 +16,10 @@ import stat
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from bootserverd.model import Model, normalize_mac
-from bootserverd.resolver import BootResolver
+from bootserverd.model.objects import normalize_mac
+
+from bootserverd.model.snapshot import Model
+from bootserverd.boot.resolver import BootResolver
 
 MAX_NAME = 512
 HOT_FILE_MAX = 4 << 20        # boot loaders are far smaller; kernels are larger

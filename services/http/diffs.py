@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bootserverd.diffs import SUFFIX, split_pair
-from bootserverd.model import SAFE_IMAGE_NAME
-from services.http_files import FileSender
-from services.http_util import send_error
+from bootserverd.images.diffs import SUFFIX, split_pair
+from bootserverd.model.objects import SAFE_IMAGE_NAME
+from services.http.files import FileSender
+from services.http.util import send_error
 
 
 class DiffResource:

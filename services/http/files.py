@@ -14,12 +14,12 @@ from typing import Callable
 
 from twisted.web.server import NOT_DONE_YET
 
-from bootserverd.bootfiles import BootFileError, DiskFile, is_kernel_name
-from bootserverd.images import file_stamp
-from bootserverd.model import SAFE_IMAGE_NAME
-from services.http_range import decide, multipart_layout
-from services.http_transfer import FileBody, SegmentedFile, TransferRecord
-from services.http_util import client_ip, send_error, send_json
+from bootserverd.boot.files import BootFileError, DiskFile, is_kernel_name
+from bootserverd.images.store import file_stamp
+from bootserverd.model.objects import SAFE_IMAGE_NAME
+from services.http.range import decide, multipart_layout
+from services.http.transfer import FileBody, SegmentedFile, TransferRecord
+from services.http.util import client_ip, send_error, send_json
 
 OCTETS = b"application/octet-stream"
 
@@ -90,7 +90,7 @@ class FileSender:
     def send_cached(self, request, answer, what: str, content_type: bytes = OCTETS):
         """A product of the diff cache (a diff, a zsync file): its refusal, 503 + Retry-After
         while it is made, or the file — checked against the size the cache recorded."""
-        from bootserverd.diffs import Building, Refused
+        from bootserverd.images.diffs import Building, Refused
         if isinstance(answer, Refused):
             return send_error(request, answer.code, answer.reason)
         if isinstance(answer, Building):

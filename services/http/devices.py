@@ -1,6 +1,6 @@
 """/v1/devices/<mac-or-hostname>?current=<image>: what a laptop should run, and how to get it.
 
-The answer applies inheritance and the staged rollout (bootserverd.rollout) to the current
+The answer applies inheritance and the staged rollout (bootserverd.model.rollout) to the current
 model snapshot. The device's ``current`` is recorded as its boot report (kept in memory and in
 ``state_dir/device-reports.json``): it drives which diffs are built ahead of time and which
 the cache keeps.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from bootserverd.diffs import pair_problem
-from bootserverd.fsutil import write_atomically
-from bootserverd.model import SAFE_IMAGE_NAME, normalize_mac
-from bootserverd.rollout import choose, demand, release_of
-from services.http_util import send_error, send_json
+from bootserverd.images.diffs import pair_problem
+from bootserverd_client.fsutil import write_atomically
+from bootserverd.model.objects import SAFE_IMAGE_NAME, normalize_mac
+from bootserverd.model.rollout import choose, demand, release_of
+from services.http.util import send_error, send_json
 
 log = Logger(namespace="bootserverd.http")
 MAX_REPORTS = 100000

@@ -5,7 +5,7 @@ The reactor side (``DiffCache``) decides whether a pair makes sense, answers "re
 processes (never in the reactor), and keeps the cache under a byte budget, evicting the
 diffs that serve the fewest devices per byte first.
 
-The builder (``python -m bootserverd.diffs build``) runs ``rdiff signature`` + ``rdiff delta``
+The builder (``python -m bootserverd.images.diffs build``) runs ``rdiff signature`` + ``rdiff delta``
 into a temporary file, hashes it, fsyncs and renames it into place next to a JSON sidecar
 with its sha256, so a crash leaves either a complete diff or none.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bootserverd.fsutil import fsync_dir
+from bootserverd_client.fsutil import fsync_dir
 
 SUFFIX = ".rdiff"
 ZSYNC_SUFFIX = ".zsync"
@@ -135,7 +135,7 @@ class DiffCache:
         self.max_bytes = max_bytes
         self.demand = demand
         self.python = python
-        self.log = log or Logger(namespace="bootserverd.diffs")
+        self.log = log or Logger(namespace="bootserverd.images.diffs")
         self.queue: list[tuple[str, object, object]] = []     # (key, source image, target image)
         self.running: dict[str, object] = {}                  # key → process transport
         self.failed: dict[str, Failure] = {}
@@ -253,13 +253,13 @@ class DiffCache:
         while self.queue and len(self.running) < self.workers:
             key, source, target = self.queue.pop(0)
             if source is None:                 # a zsync control file; its URL is relative to its own
-                args = [self.python, "-m", "bootserverd.diffs", "zsync", "--nice", str(self.nice),
+                args = [self.python, "-m", "bootserverd.images.diffs", "zsync", "--nice", str(self.nice),
                         str(target.path), str(self.directory / key), "--url", f"{target.name}.img"]
             else:
-                args = [self.python, "-m", "bootserverd.diffs", "build", "--block-size", str(self.block_size),
+                args = [self.python, "-m", "bootserverd.images.diffs", "build", "--block-size", str(self.block_size),
                         "--nice", str(self.nice), str(source.path), str(target.path), str(self.directory / key),
                         "--from-name", source.name, "--to-name", target.name]
-            package_root = str(Path(__file__).resolve().parents[1])
+            package_root = str(Path(__file__).resolve().parents[2])
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
                                                                              os.environ.get("PYTHONPATH")])))
             self.log.info("{what}: building{how}", what=_what(source, target),
@@ -415,7 +415,7 @@ def build_zsync(image: Path, out: Path, url: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bootserverd.diffs")
+    parser = argparse.ArgumentParser(prog="python -m bootserverd.images.diffs")
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser("build", help="build one delta (run by the daemon)")
     sub.add_argument("source", type=Path)

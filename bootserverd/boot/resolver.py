@@ -14,11 +14,12 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from bootserverd.config import Config
-from bootserverd.model import Device, Inventory, Model
-from bootserverd.squashfs import describe_versions
+from bootserverd.config.settings import Config
+from bootserverd.model.objects import Device
+from bootserverd.model.snapshot import Inventory, Model
+from bootserverd.images.squashfs import describe_versions
 
-log = Logger(namespace="bootserverd.resolver")
+log = Logger(namespace="bootserverd.boot.resolver")
 KERNEL_WARNINGS_MAX = 10000       # remembered (MAC, image, version) warnings; forgotten all at once past this
 
 
@@ -112,7 +113,7 @@ class Templates:
 
 
 def default_templates_dir() -> Path:
-    for candidate in (Path(__file__).resolve().parent.parent / "etc" / "templates",
+    for candidate in (Path(__file__).resolve().parents[2] / "etc" / "templates",
                       Path("/usr/share/bootserverd/templates")):
         if (candidate / "ipxe").is_file():
             return candidate

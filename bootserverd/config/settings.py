@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from bootserverd.schema import Context, Problem, SchemaError, build, load_document, parse_ipv4
+from bootserverd.config.schema import Context, Problem, SchemaError, build, load_document, parse_ipv4
 
 DEFAULT_PATH = Path("/etc/bootserverd/bootserverd.yaml")
 
@@ -42,7 +42,7 @@ def parse_listen(value: Any, ctx: Context) -> Listen:
 
 
 def _window(value: Any) -> str:
-    from bootserverd.diffs import parse_window
+    from bootserverd.images.diffs import parse_window
     parse_window(str(value))               # raises ValueError with the reason
     return str(value)
 

@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bootserverd.fsutil import fsync_dir, sha256_file, write_atomically
+from bootserverd_client.fsutil import fsync_dir, sha256_file, write_atomically
 
 STATE_NAME = "bootserverd-images.json"
 CHUNK = 1 << 20

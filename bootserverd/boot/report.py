@@ -80,7 +80,7 @@ class BootReport:
         self._by_ip(record.client, Event(self.clock() - record.seconds, "tftp", what, record.ok, record.seconds))
 
     def http_transfer(self, record) -> None:
-        """The HTTP service's FileSender: a services.http_transfer.TransferRecord."""
+        """The HTTP service's FileSender: a services.http.transfer.TransferRecord."""
         what = f"HTTP {record.path} {record.sent} bytes" + ("" if record.ok else f": {record.outcome}")
         self._by_ip(record.client, Event(self.clock() - record.seconds, "http", what, record.ok, record.seconds))
 

@@ -21,11 +21,11 @@ from typing import Callable, Mapping
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from bootserverd import squashfs
-from bootserverd.fsutil import fsync_dir, sha256_file, write_atomically
-from bootserverd.model import SAFE_IMAGE_NAME, parse_image_name
+from bootserverd.images import squashfs
+from bootserverd_client.fsutil import fsync_dir, sha256_file, write_atomically
+from bootserverd.model.objects import SAFE_IMAGE_NAME, parse_image_name
 
-log = Logger(namespace="bootserverd.images")
+log = Logger(namespace="bootserverd.images.store")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Durable file writes and hashing, stdlib only (the laptop's updater imports it too).
+"""Durable file writes and hashing, stdlib only: the client side (the updater) and the server share it.
 
 A crash leaves the old content or the new, never half: write a temporary beside the
 target, fsync it, rename it over the target, fsync the directory that holds the name.

@@ -1,0 +1,2 @@
+"""The model (pure): inventory objects, the immutable snapshot and the staged rollout.
+Imports only the standard library."""
