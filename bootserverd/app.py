@@ -1,9 +1,18 @@
 """Composition: config → model, image store, resolver, boot files → one service per listener.
 
+The lifecycle rule (DESIGN §2), kept by every collaborator:
+- The app builds each collaborator once — the model, the image store, the resolver, the boot
+  files, the metrics, the boot report — and hands it to the services that need it (no globals,
+  no lookups by name). On SIGHUP a collaborator is reconfigured in place (``reconfigure(...)``),
+  so every holder sees the change at once; the one thing that is replaced whole, the inventory
+  source, is replaced through ``_use_source``, the only path, and nothing but the app holds it.
+- A service whose section changed is reconfigured in place when its ``reconfigure`` can apply
+  it (it returns False when it cannot, e.g. a new DHCP port), else stopped and built anew
+  through the same ``ServiceSpec.build`` it was first built with.
+- Subscriptions return an unsubscribe; a service takes them in ``startService`` and undoes
+  them in ``stopService``, so a restarted service leaves no subscriber behind.
+- What the app needs from a service is a public method (``status()``, ``live_sessions()``).
 Each protocol service is optional (``<section>.enabled``), so a site can split roles.
-SIGHUP calls ``reload``: the config and inventory are re-read and what changed is applied;
-a service whose section changed is reconfigured in place when it can be, else restarted
-(TFTP transfers and NBD connections live on their own sockets and are not dropped).
 """
 
 from __future__ import annotations
@@ -15,15 +24,20 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from bootserverd.config import settings as configmod
 from bootserverd.boot.files import BootFiles
 from bootserverd.boot.report import BootReport, LiveSession
+from bootserverd.boot.resolver import BootResolver
+from bootserverd.config import settings as configmod
 from bootserverd.images.store import ImageStore
-from bootserverd.inventory.yaml_source import InventorySource, YamlInventorySource
-from bootserverd.ops.metrics import Metrics
+from bootserverd.inventory.source import InventorySource
+from bootserverd.inventory.yaml_source import YamlInventorySource
 from bootserverd.model.objects import InventoryRecords
 from bootserverd.model.snapshot import Inventory, Model, diff_records
-from bootserverd.boot.resolver import BootResolver
+from bootserverd.ops.metrics import Metrics
+from services.dhcp import DHCPService
+from services.http.service import HTTPService
+from services.nbd import NBDService
+from services.tftp import TFTPService
 
 log = Logger(namespace="bootserverd.app")
 BULK_CHANGE = 50     # more device changes than this in one delivery are summarised in one line
@@ -34,47 +48,44 @@ class ServiceSpec:
     name: str
     section: str                                  # the config section that configures it
     build: Callable[["BootServer"], Service]
+    uses_server: bool = False                     # also configured by the `server:` section
 
 
 def _tftp(app: "BootServer") -> Service:
-    from services.tftp import TFTPService
     return TFTPService(app.config.tftp, app.boot_files, reactor=app.reactor,
-                       on_transfer=app.boot_report.tftp_transfer)
+                       on_transfer=app.boot_report.tftp_transfer, metrics=app.metrics)
 
 
 def _nbd(app: "BootServer") -> Service:
-    from services.nbd import NBDService
     return NBDService(app.config.nbd, app.images, reactor=app.reactor,
-                      on_session=app.boot_report.nbd_session)
+                      on_session=app.boot_report.nbd_session, metrics=app.metrics)
 
 
 def _http(app: "BootServer") -> Service:
-    from services.http.service import HTTPService
-    service = HTTPService(app.config.http, server=app.config.server, images=app.images,
-                          boot_files=app.boot_files, model=app.model, resolver=app.resolver,
-                          state_dir=app.config.server.state_dir, reactor=app.reactor,
-                          metrics=app.metrics, extra_status=app.status_sections,
-                          on_transfer=app.boot_report.http_transfer,
-                          boot_timeline=app.boot_report.timeline)
-    return service
+    return HTTPService(app.config.http, server=app.config.server, images=app.images,
+                       boot_files=app.boot_files, model=app.model, resolver=app.resolver,
+                       state_dir=app.config.server.state_dir, reactor=app.reactor,
+                       metrics=app.metrics, extra_status=app.status_sections,
+                       on_transfer=app.boot_report.http_transfer,
+                       boot_timeline=app.boot_report.timeline)
 
 
 def _dhcp(app: "BootServer") -> Service:
-    from services.dhcp import DHCPService
     return DHCPService(app.config.dhcp, app.config.server, app.model, app.resolver,
                        app.config.server.state_dir / "leases", reactor=app.reactor,
-                       on_lease=app.boot_report.dhcp_lease)
+                       on_lease=app.boot_report.dhcp_lease, metrics=app.metrics)
 
 
 SERVICES = (ServiceSpec("tftp", "tftp", _tftp), ServiceSpec("nbd", "nbd", _nbd),
-            ServiceSpec("http", "http", _http), ServiceSpec("dhcp", "dhcp", _dhcp))
+            ServiceSpec("http", "http", _http, uses_server=True),
+            ServiceSpec("dhcp", "dhcp", _dhcp, uses_server=True))
 
 
 def make_source(config: configmod.Config, clock) -> InventorySource:
     inventory = config.inventory
     if inventory.source == "yaml":
         return YamlInventorySource(inventory.file, inventory.poll_interval, clock=clock)
-    from ldapsync.source import LdapInventorySource
+    from ldapsync.source import LdapInventorySource    # python-ldap only where a directory is used
     return LdapInventorySource(inventory.ldap, config.server.state_dir, clock=clock,
                                server_hostname=inventory.ldap.server_hostname)
 
@@ -88,31 +99,28 @@ class BootServer:
         self.available = available
         config.server.state_dir.mkdir(parents=True, exist_ok=True)
         self.source = make_source(config, reactor)
-        directory = self.source.load()      # raises SchemaError: the CLI reports it and exits 2
-        self.model = Model(Inventory(directory, {}, config.images.default))
-        self.images = self._make_image_store(config)
+        records = self.source.load()      # raises SchemaError: the CLI reports it and exits 2
+        self.model = Model(Inventory(records, {}, config.images.default))
+        self.images = ImageStore(config.images.dir, config.server.state_dir, reactor,
+                                 settle_seconds=config.images.settle_seconds,
+                                 rescan_interval=config.images.rescan_interval)
         self.resolver = BootResolver(config, self.model)
         self.boot_files = BootFiles(config.tftp.root, self.resolver, self.model)
         self.metrics = Metrics()
-        # read at scrape time from whichever source runs (SIGHUP may replace it); yaml: 0
-        self.metrics.watch(self.metrics.directory_lag, lambda: getattr(self.source, "lag_seconds", lambda: 0.0)())
+        # read at scrape time from whichever source runs now
+        self.metrics.watch(self.metrics.directory_lag, lambda: self.source.lag_seconds())
         self.boot_report = BootReport(reactor.seconds, self._live_nbd_sessions)
         self.services = MultiService()
         self._running: dict[str, Service] = {}
+        self._unsubscribe_images: Callable[[], None] | None = None
         self.started = False
 
-    def _make_image_store(self, config: configmod.Config) -> ImageStore:
-        store = ImageStore(config.images.dir, config.server.state_dir, self.reactor,
-                           settle_seconds=config.images.settle_seconds,
-                           rescan_interval=config.images.rescan_interval)
-        store.subscribe(self._images_changed)
-        return store
-
+    # -- what the feeders deliver --
     def _images_changed(self) -> None:
         self.model.update(images={image.name: image for image in self.images.published()})
 
-    def _directory_changed(self, directory: InventoryRecords) -> None:
-        added, changed, removed = diff_records(self.model.inventory.directory, directory)
+    def _records_changed(self, records: InventoryRecords) -> None:
+        added, changed, removed = diff_records(self.model.inventory.records, records)
         many = len(added) + len(changed) + len(removed) > BULK_CHANGE
         if many:   # a first load or a bulk import: one line, the details at debug
             log.info("directory: {a} devices added, {c} changed, {r} removed",
@@ -120,49 +128,59 @@ class BootServer:
         for verb, devices in (("added", added), ("changed", changed), ("removed", removed)):
             for device in devices:
                 (log.debug if many else log.info)("device {device} {verb}", device=device.label(), verb=verb)
-        if directory.defaults != self.model.inventory.defaults:
-            log.info("organisation defaults changed: image {image}", image=directory.defaults.image)
-        for name, school in directory.schools.items():
+        if records.defaults != self.model.inventory.defaults:
+            log.info("organisation defaults changed: image {image}", image=records.defaults.image)
+        for name, school in records.schools.items():
             if self.model.inventory.schools.get(name) != school:
                 log.info("school {name} changed: image {image}", name=name, image=school.image)
-        self.model.update(directory=directory)
+        self.model.update(records=records)
 
-    def _build_services(self) -> None:
-        for spec in self.available:
-            if getattr(self.config, spec.section).enabled:
-                self._add(spec)
-
+    # -- lifecycle --
     def start(self, after_listen: Callable[[], None] | None = None) -> defer.Deferred:
         """Start everything; a listener that cannot bind raises (the CLI exits 1).
         ``after_listen`` runs once every socket is open, before any file is written."""
-        self._build_services()
+        for spec in self.available:
+            if getattr(self.config, spec.section).enabled:
+                self._add(spec)
         self.services.startService()
         self.started = True
         if after_listen is not None:
             after_listen()
-        self.source.start(self._directory_changed)
+        self.source.start(self._records_changed)
+        self._unsubscribe_images = self.images.subscribe(self._images_changed)
         ready = self.images.start()
         listening = ", ".join(f"{name} {self._where(name)}" for name in self._running)
         log.info("bootserverd started: {listening}; {n} devices known",
                  listening=listening or "no services", n=len(self.model.inventory.devices))
         return ready
 
-    def _live_nbd_sessions(self):
+    def stop(self) -> defer.Deferred:
+        self.source.stop()
+        self.images.stop()
+        if self._unsubscribe_images is not None:
+            self._unsubscribe_images()
+            self._unsubscribe_images = None
+        if not self.started:
+            return defer.succeed(None)
+        self.started = False
+        return defer.maybeDeferred(self.services.stopService)
+
+    # -- what the app shows --
+    def _live_nbd_sessions(self) -> list[LiveSession]:
         nbd = self._running.get("nbd")
-        for p in (nbd.factory.connections if nbd is not None else ()):
-            if p.export is not None:
-                yield LiveSession(getattr(p, "host", p.client), p.export.name, p.started, p.bytes_sent)
+        return nbd.live_sessions() if nbd is not None else []
 
     def status_sections(self) -> dict:
         """What /status shows beside the HTTP service's own figures."""
-        sections = {"boot": self.boot_report.status()}
-        status = getattr(self.source, "status", None)
-        if status is not None:
-            sections["directory"] = status()
+        sections = {"boot": self.boot_report.status(), "directory": self.source.status()}
         for name, service in self._running.items():
-            if name != "http" and hasattr(service, "status"):
+            if name != "http":
                 sections[name] = service.status()
         return sections
+
+    def running_services(self) -> dict[str, Service]:
+        """The services running now, by name (a copy: SIGHUP may change the set)."""
+        return dict(self._running)
 
     def _where(self, name: str) -> str:
         section = getattr(self.config, name)
@@ -170,14 +188,7 @@ class BootServer:
             return f"{section.mode} on {','.join(section.interfaces)}"
         return str(section.listen)
 
-    def stop(self) -> defer.Deferred:
-        self.source.stop()
-        self.images.stop()
-        if not self.started:
-            return defer.succeed(None)
-        self.started = False
-        return defer.maybeDeferred(self.services.stopService)
-
+    # -- SIGHUP --
     @defer.inlineCallbacks
     def reload(self):
         try:
@@ -186,37 +197,41 @@ class BootServer:
             log.error("SIGHUP: config not applied, keeping the running one:\n{problems}", problems=str(exc))
             return
         old, self.config = self.config, new
-        self.resolver.config = new
-        self.boot_files.root = new.tftp.root.resolve()
+        self.resolver.reconfigure(new)
+        self.boot_files.reconfigure(new.tftp.root)
         if new.inventory != old.inventory:
-            self.source.stop()
-            self.source = make_source(new, self.reactor)
-            try:
-                self._directory_changed(self.source.load())
-            except Exception as exc:
-                log.error("SIGHUP: inventory not applied: {err}", err=exc)
-            self.source.start(self._directory_changed)
+            self._use_source(make_source(new, self.reactor))
         else:
             self.source.reload()
-        if new.images != old.images or new.server.state_dir != old.server.state_dir:
-            self.images.stop()
-            self.images = self._make_image_store(new)
-            self.images.start()
         if new.images.default != old.images.default:
             self.model.update(server_image=new.images.default)
+        yield self.images.reconfigure(new.images.dir, new.server.state_dir, new.images.settle_seconds,
+                                      new.images.rescan_interval)
         for spec in self.available:
-            yield self._apply(spec, getattr(old, spec.section), getattr(new, spec.section))
+            yield self._apply(spec, old, new)
         log.info("SIGHUP: configuration {path} re-read", path=str(new.path))
 
+    def _use_source(self, source: InventorySource) -> None:
+        """The one path by which the inventory source is replaced."""
+        self.source.stop()
+        self.source = source
+        try:
+            self._records_changed(source.load())
+        except Exception as exc:
+            log.error("SIGHUP: inventory not applied: {err}", err=exc)
+        source.start(self._records_changed)
+
     @defer.inlineCallbacks
-    def _apply(self, spec: ServiceSpec, old_section, new_section):
-        if old_section == new_section:
+    def _apply(self, spec: ServiceSpec, old: configmod.Config, new: configmod.Config):
+        old_section, new_section = getattr(old, spec.section), getattr(new, spec.section)
+        server_changed = spec.uses_server and old.server != new.server
+        if old_section == new_section and not server_changed:
             return
         running = self._running.get(spec.name)
-        if running is not None and new_section.enabled and hasattr(running, "reconfigure"):
-            running.reconfigure(new_section)
-            log.info("{name}: configuration applied", name=spec.name)
-            return
+        if running is not None and new_section.enabled and not server_changed and hasattr(running, "reconfigure"):
+            if running.reconfigure(new_section) is not False:     # False: cannot apply in place
+                log.info("{name}: configuration applied", name=spec.name)
+                return
         if running is not None:
             yield defer.maybeDeferred(running.disownServiceParent)
             log.info("{name}: stopped", name=spec.name)

@@ -159,7 +159,7 @@ def run(config: configmod.Config) -> int:
     from bootserverd.ops.sdnotify import notify
     from twisted.logger import Logger
 
-    log = Logger(namespace="bootserverd")
+    log = Logger(namespace="bootserverd.app")
     start_logging(config.server.log_format, config.server.log_level)
     try:
         app = BootServer(config, reactor)

@@ -1,1 +1,5 @@
-"""DHCP server: codec and policy are pure (stdlib only); protocol.py is the Twisted adapter."""
+"""DHCP server. Pure (stdlib only, no clock, no sockets): codec and options (bytes ⇄
+messages), machine (policy: message + arrival + now → Outcome), leases (the lease table),
+sniff (decisions on undecoded datagrams). I/O: protocol (the Twisted adapter), journal (the
+durable lease journal, group-committed), netif (interfaces and neighbour entries, netlink),
+icmp (the conflict probe)."""

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from dhcp import options as O
 from dhcp.codec import BOOTREPLY, BOOTREQUEST, BROADCAST_FLAG, ZERO, Message, encode
@@ -23,10 +23,41 @@ OFFER_HOLD = 60.0        # an offered address is held this long for the client
 MAX_PROBES = 256         # conflict probes in flight; beyond that DISCOVERs wait for a retry
 PROBE_ATTEMPTS = 3       # addresses probed for one DISCOVER before giving up on it
 DECLINE_HOLD = 600.0     # a declined address is quarantined this long
-INFORM_AND_PROXY = ()
 # Options every reply carries when they apply; the rest follow the client's request list.
 ALWAYS = (O.SUBNET_MASK, O.ROUTER, O.DNS, O.DOMAIN, O.BROADCAST, O.HOSTNAME, O.BOOTFILE,
           O.TFTP_SERVER)
+
+
+class PlanDevice(Protocol):
+    """The inventory device behind a boot plan, as far as the machine looks at it."""
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def type(self) -> str | None: ...
+
+
+class BootPlan(Protocol):
+    """What the machine needs from a boot plan: who the client is, and what to put in the
+    reply. bootserverd.boot.resolver.BootPlan is one (dhcp does not import it: the boot
+    layer sits above the protocol packages)."""
+    @property
+    def known(self) -> bool: ...           # the MAC is in the inventory
+    @property
+    def device(self) -> PlanDevice | None: ...
+    @property
+    def hostname(self) -> str | None: ...  # option 12, and the lease row's name
+    @property
+    def reserved_ip(self) -> str | None: ...   # the device's fixed address
+    @property
+    def bootfile(self) -> str: ...         # option 67 / file ("" = none)
+    @property
+    def next_server(self) -> str: ...      # siaddr / option 66 ("" = this server)
+    @property
+    def error(self) -> str | None: ...     # why the boot will show an error menu
+
+
+# resolve(mac, client arch (option 93), iPXE?, client IP or None) → the plan, None for none
+Resolve = Callable[[str, int | None, bool, str | None], BootPlan | None]
 
 
 @dataclass(frozen=True)
@@ -80,7 +111,7 @@ class _Pending:
     arrival: Arrival
     subnet: "Subnet"
     server_id: IPv4Address
-    where: Any
+    where: "_Where"
     attempt: int
 
 
@@ -135,7 +166,7 @@ def reserve_count(value: int | str, pool) -> int:
 class Policy:
     mode: str = "server"               # server | proxy
     authoritative: bool = True
-    unknown_clients: str = "allow"     # allow | deny | pxe-only
+    unknown_mac_policy: str = "allow"  # MACs not in the inventory: allow | deny | pxe-only
     subnets: tuple[Subnet, ...] = ()
     server_address: IPv4Address | None = None  # fallback server id / next-server
     unicast_offers: bool = False       # unicast to yiaddr (needs a neighbour entry) vs broadcast
@@ -174,7 +205,7 @@ class Machine:
     address is some device's fixed IP; `reserved_in(pool)` counts those inside a pool."""
 
     def __init__(self, policy: Policy, leases: LeaseTable,
-                 resolve: Callable[..., Any],
+                 resolve: Resolve,
                  reservation: Callable[[str], IPv4Address | None] = lambda mac: None,
                  reserved: Callable[[IPv4Address], bool] = lambda ip: False,
                  reserved_in: Callable[[tuple], int] = lambda pool: 0):
@@ -243,25 +274,25 @@ class Machine:
         return self.policy.server_address or ZERO
 
     # -- the boot part ---------------------------------------------------------------------
-    def _plan(self, info: ClientInfo, client_ip: IPv4Address | None):
+    def _plan(self, info: ClientInfo, client_ip: IPv4Address | None) -> BootPlan | None:
         return self.resolve(info.mac, info.arch, info.ipxe,
                             str(client_ip) if client_ip is not None else None)
 
-    def _admit(self, info: ClientInfo, plan: Any) -> bool:
+    def _admit(self, info: ClientInfo, plan: BootPlan | None) -> bool:
         if plan is not None and plan.known:
-            return plan.device is None or getattr(plan.device, "enabled", True)
-        rule = self.policy.unknown_clients
+            return plan.device is None or plan.device.enabled
+        rule = self.policy.unknown_mac_policy
         return rule == "allow" or (rule == "pxe-only" and info.pxe)
 
-    def _fixed(self, info: ClientInfo, plan: Any, subnet: Subnet) -> IPv4Address | None:
+    def _fixed(self, info: ClientInfo, plan: BootPlan | None, subnet: Subnet) -> IPv4Address | None:
         raw = (plan.reserved_ip if plan is not None else None) or self.reservation(info.mac)
         if not raw:
             return None
         ip = IPv4Address(raw)
         return ip if ip in subnet.network else None
 
-    def _kept_for_known(self, subnet: Subnet, info: ClientInfo, plan: Any, ip: IPv4Address,
-                        now: float) -> bool:
+    def _kept_for_known(self, subnet: Subnet, info: ClientInfo, plan: BootPlan | None,
+                        ip: IPv4Address, now: float) -> bool:
         """Whether giving `ip` to this client would dig into the pool's reserve for known
         devices: only unknown clients taking an address they do not hold already."""
         if not subnet.reserve_for_known or (plan is not None and plan.known):
@@ -404,9 +435,11 @@ class Machine:
         lease, moved = self.leases.bind(ip, info.key, info.mac, hostname, now + subnet.lease_time)
         changes = (moved, lease) if moved is not None else (lease,)
         reply = self._reply(msg, O.ACK, arrival, subnet, server_id, info, plan, ip)
-        dtype = getattr(getattr(plan, "device", None), "type", None) or "unknown"
+        device = plan.device if plan is not None else None
+        dtype = (device.type if device is not None else None) or "unknown"
+        error = plan.error if plan is not None else None
         event = (f"ACK {ip} to {info.mac} ({hostname or '-'}, {dtype}) {where} [{state}]"
-                 + (f" boot error: {plan.error}" if getattr(plan, "error", None) else ""))
+                 + (f" boot error: {error}" if error else ""))
         return Outcome(reply=reply, changes=changes, event=event)
 
     def _nak(self, msg, arrival, server_id, info, where, ip, why) -> Outcome:

@@ -17,9 +17,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ldapsync.replication import LagTracker
-from ldapsync.replica import _provider_from, _strip_index, is_loopback
+from ldapsync.syncrepl_conf import is_loopback, provider_from, strip_index
 
-log = Logger(namespace="ldapsync")
+log = Logger(namespace="bootserverd.directory")
 TIMEOUT = 3.0
 
 
@@ -147,7 +147,7 @@ class ReplicationMonitor:
             return None
         for _, attrs in found:
             for value in attrs.get("olcSyncrepl", ()):
-                provider = _provider_from(_strip_index(value.decode())).get("provider")
+                provider = provider_from(strip_index(value.decode())).get("provider")
                 if provider:
                     return provider
         return None

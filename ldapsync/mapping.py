@@ -24,9 +24,9 @@ from typing import Iterable, Mapping
 from bootserverd.model.objects import BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Rollout, School, normalize_mac
 
 from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.validate import hostname_problem, kernel_version_problem
 
 Attrs = Mapping[str, tuple[str, ...]]
-_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ class Profile:
             warnings.append(f"macAddress {value!r} is not a MAC address; ignored")
         if not macs:
             return Skipped(normalize_dn(entry.dn), "no valid macAddress; entry ignored" + "".join(f" ({w})" for w in warnings))
-        if hostname is not None and (len(hostname) > 253 or not _HOSTNAME.match(hostname)):
+        if hostname is not None and hostname_problem(hostname):
             warnings.append(f"hostname {hostname!r} is not a valid host name; ignored")
             hostname = None
         device_type, w1 = _choice(entry, attrs["type"], DEVICE_TYPES)
@@ -235,6 +235,9 @@ class Profile:
         warnings += [w for w in (w1, w2, w3) if w]
         kernel_args = entry.first(attrs["kernel_args"]) or ""
         kernel_version = entry.first(attrs["kernel_version"])
+        if kernel_version is not None and kernel_version_problem(kernel_version):
+            warnings.append(f"{attrs['kernel_version']} {kernel_version!r} is not a kernel version; ignored")
+            kernel_version = None
         devices = tuple(Device(mac=mac, hostname=hostname, type=device_type, ip=ip, image=image,
                                kernel_args=kernel_args, boot_mode=boot_mode, enabled=enabled,
                                kernel_version=kernel_version, **fields)

@@ -16,13 +16,16 @@ difference of the newest change each has seen.
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import re
 import sys
-import urllib.parse
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ldapsync.consumer import describe
+from ldapsync.mapping import normalize_dn
+from ldapsync.replication import LagTracker
+from ldapsync.syncrepl_conf import is_loopback, provider_from, strip_index
 
 SCHEMA_FILES = (Path(__file__).resolve().parent.parent / "etc" / "ldap" / "bootserverd.ldif",
                 Path("/usr/share/bootserverd/ldap/bootserverd.ldif"))
@@ -63,24 +66,10 @@ class Change:
     lines: tuple[tuple[str, str, tuple[str, ...]], ...]   # add: (attr, "", values); modify: (op, attr, values)
 
 
-def _strip_index(value: str) -> str:
-    return re.sub(r"^\{-?\d+\}", "", value)
-
-
 def _quote(value: str) -> str:
     if re.search(r'[\s"]', value):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
-
-
-def is_loopback(uri: str) -> bool:
-    host = urllib.parse.urlsplit(uri).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def syncrepl_line(opts: Options) -> str:
@@ -107,7 +96,7 @@ def plan(local: LocalConfig, opts: Options, schema_ldif: str) -> list[Change]:
         raise SlaveError(f"the local slapd has no database for {opts.base}; create one "
                          "(dpkg-reconfigure slapd, domain matching the base)")
     changes: list[Change] = []
-    loaded = {_strip_index(v).removesuffix(".la") for values in local.modules.values() for v in values}
+    loaded = {strip_index(v).removesuffix(".la") for values in local.modules.values() for v in values}
     if "syncprov" not in loaded:
         if local.modules:
             changes.append(Change(next(iter(local.modules)), "modify", (("add", "olcModuleLoad", ("syncprov",)),)))
@@ -128,7 +117,7 @@ def plan(local: LocalConfig, opts: Options, schema_ldif: str) -> list[Change]:
     if add_index:
         mods.append(("add", "olcDbIndex", add_index))
     limit = f'dn.exact="{opts.daemon_dn}" size=unlimited time=unlimited'
-    if not any(opts.daemon_dn.lower() in _strip_index(v).lower() and "size=unlimited" in v
+    if not any(opts.daemon_dn.lower() in strip_index(v).lower() and "size=unlimited" in v
                for v in attrs.get("olcLimits", ())):
         mods.append(("add", "olcLimits", (limit,)))
     if mods:
@@ -138,7 +127,7 @@ def plan(local: LocalConfig, opts: Options, schema_ldif: str) -> list[Change]:
             ("objectClass", "", ("olcOverlayConfig", "olcSyncProvConfig")), ("olcOverlay", "", ("syncprov",)),
             ("olcSpCheckpoint", "", ("100 10",)), ("olcSpSessionlog", "", ("10000",)))))
     line = syncrepl_line(opts)
-    if tuple(_strip_index(v) for v in attrs.get("olcSyncrepl", ())) != (line,):
+    if tuple(strip_index(v) for v in attrs.get("olcSyncrepl", ())) != (line,):
         changes.append(Change(db, "modify", (("replace", "olcSyncrepl", (line,)),)))
     return changes
 
@@ -201,16 +190,15 @@ def _text(values) -> tuple[str, ...]:
 
 def read_local(conn, base: str) -> LocalConfig:
     import ldap
-    from ldapsync.mapping import normalize_dn
     modules = {dn: _text(a.get("olcModuleLoad", ())) for dn, a in
                conn.search_s("cn=config", ldap.SCOPE_ONELEVEL, "(objectClass=olcModuleList)", ["olcModuleLoad"])}
-    schemas = tuple(_strip_index(_text(a["cn"])[0]) for _, a in
+    schemas = tuple(strip_index(_text(a["cn"])[0]) for _, a in
                     conn.search_s("cn=schema,cn=config", ldap.SCOPE_ONELEVEL, "(objectClass=olcSchemaConfig)", ["cn"]))
     database_dn, database, overlays = None, {}, ()
     for dn, a in conn.search_s("cn=config", ldap.SCOPE_ONELEVEL, "(olcSuffix=*)"):
         if any(normalize_dn(s) == normalize_dn(base) for s in _text(a.get("olcSuffix", ()))):
             database_dn, database = dn, {k: _text(v) for k, v in a.items()}
-            overlays = tuple(_strip_index(_text(o["olcOverlay"])[0]) for _, o in
+            overlays = tuple(strip_index(_text(o["olcOverlay"])[0]) for _, o in
                              conn.search_s(dn, ldap.SCOPE_ONELEVEL, "(objectClass=olcOverlayConfig)", ["olcOverlay"]))
     return LocalConfig(modules, schemas, database_dn, database, overlays)
 
@@ -230,31 +218,6 @@ def context_csn(conn, base: str) -> list[str]:
     import ldap
     result = conn.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["contextCSN"])
     return sorted(_text(result[0][1].get("contextCSN", ()))) if result else []
-
-
-def csn_time(csn: str) -> datetime.datetime:
-    """'20261121201410.426911Z#000000#000#000000' → its UTC time."""
-    return datetime.datetime.strptime(csn.split("#", 1)[0], "%Y%m%d%H%M%S.%fZ").replace(tzinfo=datetime.timezone.utc)
-
-
-def csn_lag(central: list[str], local: list[str]) -> float:
-    """Seconds between the newest change the centre has and the newest one the replica has,
-    per server ID (the third CSN field); 0 when the replica has everything."""
-    def by_sid(csns):
-        return {c.split("#")[2] if c.count("#") >= 3 else "000": c for c in csns}
-    ours = by_sid(local)
-    lag = 0.0
-    for sid, csn in by_sid(central).items():
-        mine = ours.get(sid)
-        if mine is None:
-            return float("inf")
-        if mine < csn:
-            lag = max(lag, (csn_time(csn) - csn_time(mine)).total_seconds())
-    return lag
-
-
-def _provider_from(syncrepl: str) -> dict[str, str]:
-    return {m[1]: m[2] or m[3] for m in re.finditer(r'(\w[\w-]*)=(?:"((?:[^"\\]|\\.)*)"|(\S+))', syncrepl)}
 
 
 # -- command line --
@@ -288,7 +251,6 @@ def main(argv: list[str]) -> int:
         print(f"bootserverd ldap-slave: {exc}", file=sys.stderr)
         return 2
     except ldap.LDAPError as exc:
-        from ldapsync.consumer import describe
         print(f"bootserverd ldap-slave: {describe(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -330,7 +292,7 @@ def _status(args) -> int:
             found = local.search_s("cn=config", ldap.SCOPE_ONELEVEL, "(olcSyncrepl=*)", ["olcSyncrepl", "olcSuffix"])
             if not found:
                 raise SlaveError("the local slapd replicates nothing (no olcSyncrepl); give --central and --base")
-            provider = _provider_from(_strip_index(_text(found[0][1]["olcSyncrepl"])[0]))
+            provider = provider_from(strip_index(_text(found[0][1]["olcSyncrepl"])[0]))
         base = args.base or provider["searchbase"]
         local_csn = context_csn(local, base)
     finally:
@@ -343,14 +305,16 @@ def _status(args) -> int:
         central_csn = context_csn(central, base)
     finally:
         central.unbind_s()
-    lag = csn_lag(central_csn, local_csn)
+    # the same rule as /status and bootserverd_directory_lag_seconds (ldapsync/replication.py)
+    tracker = LagTracker(warn_after=float("inf"), started=time.time())
+    tracker.observe(time.time(), local_csn, central_csn)
+    lag = tracker.lag(time.time())
     print(f"centre  {central_uri}: contextCSN {' '.join(central_csn) or '-'}")
     print(f"replica {args.local}: contextCSN {' '.join(local_csn) or '-'}")
-    if lag == 0:
+    if tracker.state() == "in sync":
         print("in sync (lag 0 s)")
         return 0
-    print("replication lag: " + ("the replica has nothing from the centre yet" if lag == float("inf")
-                                 else f"{lag:.1f} s"))
+    print(f"replication lag: {lag:.1f} s (the replica lacks changes the centre made since then)")
     return 1
 
 

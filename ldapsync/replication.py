@@ -15,9 +15,13 @@ The lag, in seconds:
 
 from __future__ import annotations
 
+import datetime
 from typing import Sequence
 
-from ldapsync.replica import csn_time
+
+def csn_time(csn: str) -> datetime.datetime:
+    """'20261121201410.426911Z#000000#000#000000' → its UTC time."""
+    return datetime.datetime.strptime(csn.split("#", 1)[0], "%Y%m%d%H%M%S.%fZ").replace(tzinfo=datetime.timezone.utc)
 
 
 def _by_sid(csns: Sequence[str]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from ldapsync.health import ReplicationMonitor
 from ldapsync.mapping import PROFILES, DirectoryView, Entry
 from ldapsync.syncstate import Batch, Delete, Put, SyncState
 
-log = Logger(namespace="ldapsync")
+log = Logger(namespace="bootserverd.directory")
 # A cyclic-GC pass holds the GIL while it walks the heap: 50-80 ms with 10,000 entries loaded
 # (tests/bench/ldap_bench.py), a reactor stall. The entries and records are long-lived and
 # acyclic (refcounting frees them), so while a refresh streams in (at start, or after the

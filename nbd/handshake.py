@@ -1,15 +1,15 @@
 """Fixed-newstyle option negotiation as a pure state machine.
 
 feed(bytes) -> list of actions (Send / Close / Transmit). Exports come from an
-injected catalog; the machine never touches sockets, files or the clock.
+injected catalog (exports.Catalog); the machine never touches sockets, files or the clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from . import codec as c
+from .exports import Catalog, OpenExport
 
 MAX_REQUEST = 32 * 1024 * 1024      # advertised maximum block size
 PREFERRED_BLOCK = 4096
@@ -19,20 +19,6 @@ META_CONTEXT_ID = 1                 # id of base:allocation on SET_META_CONTEXT
 
 BASE_FLAGS = (c.FLAG_HAS_FLAGS | c.FLAG_READ_ONLY | c.FLAG_SEND_FLUSH
               | c.FLAG_SEND_CACHE | c.FLAG_CAN_MULTI_CONN)
-
-
-class ExportInfo(Protocol):
-    name: str
-    size: int
-    description: str
-
-
-class Catalog(Protocol):
-    """What the machine needs to know about exports (the adapter does the I/O)."""
-
-    def names(self) -> list[str]: ...
-    def lookup(self, name: str) -> ExportInfo | None: ...   # for INFO / meta contexts
-    def open(self, name: str) -> ExportInfo | None: ...     # for GO / EXPORT_NAME: held open
 
 
 @dataclass(frozen=True)
@@ -49,7 +35,7 @@ class Close:
 @dataclass(frozen=True)
 class Transmit:
     """Negotiation finished: enter transmission with this opened export."""
-    export: Any
+    export: OpenExport
     flags: int
     structured: bool
     contexts: dict[int, str]
@@ -268,7 +254,7 @@ class Handshake:
         if self._meta_export != name:
             self.negotiated.contexts = {}
 
-    def _transmit(self, export: Any, flags: int, no_zeroes: bool) -> Transmit:
+    def _transmit(self, export: OpenExport, flags: int, no_zeroes: bool) -> Transmit:
         leftover = bytes(self._buf)
         self._buf.clear()
         return Transmit(export, flags, self.negotiated.structured,

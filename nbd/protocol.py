@@ -1,13 +1,12 @@
 """Twisted adapter for the NBD server: sockets, file descriptors, timers, logs.
 
-The pure machines (handshake.Handshake, transmission.Transmission) decide; this module
-moves the bytes. Replies go straight to the non-blocking socket (header with MSG_MORE,
-then os.sendfile from the export's descriptor: no copy through Python). When the socket
-is full, the rest of a reply stays a (offset, length) range of the file and we wait for
-writability (we are the transport's pull producer: resumeProducing), answering nothing
-else meanwhile; small leftovers (a header cut short) go to the transport's buffer.
-Reading stops when too many answers are waiting, so a slow client costs a bounded queue
-of small tuples, never image data in memory.
+The pure modules decide (handshake, transmission, admission, exports); this one moves the
+bytes. Replies go straight to the non-blocking socket (header with MSG_MORE, then os.sendfile
+from the export's descriptor: no copy through Python). When the socket is full, the rest of a
+reply stays an (offset, length) range of the file and we wait for writability (we are the
+transport's pull producer: resumeProducing), answering nothing else meanwhile; a header cut
+short goes to the transport's buffer. Reading stops when too many answers wait, so a slow
+client costs a bounded queue of small tuples, never image data in memory.
 """
 
 from __future__ import annotations
@@ -15,73 +14,39 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections import Counter, deque
-from dataclasses import dataclass
-from typing import Callable, Protocol as TypingProtocol
+from collections import deque
+from collections.abc import Callable
 
 from twisted.internet import error as terror
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from bootserverd.ops.ratelimit import suffix
+
 from . import codec as c
+from .admission import Admission
+from .exports import Catalog, ExportInfo, OpenExport
 from .handshake import Close, Handshake, Send, Transmit
-from .transmission import CACHE, DISC, READ, REPLY, RequestParser, Transmission
+from .transmission import CACHE, DISC, READ, REPLY, RequestParser, SessionRecord, Transmission
 
 log = Logger(namespace="bootserverd.nbd")
-
-QUEUE_HIGH = 256   # stop reading requests above this many unanswered ones
-QUEUE_LOW = 32     # and start again below this
-REFUSAL_LOG_INTERVAL = 60.0  # one line per client and limit per minute, so a flood cannot flood the journal
+QUEUE_HIGH, QUEUE_LOW = 256, 32   # stop reading above this many unanswered requests, resume below
 
 
-@dataclass(frozen=True)
-class ExportInfo:
-    name: str
-    size: int
-    description: str = ""
-
-
-class OpenExport:
-    """An export's file held open for one connection's lifetime: a newer version
-    published or the file deleted meanwhile changes nothing for this reader."""
-
-    def __init__(self, name: str, fd: int, description: str = "") -> None:
-        self.name = name
-        self.fd = fd
-        self.size = os.fstat(fd).st_size
-        self.description = description
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class ExportCatalog(TypingProtocol):
-    def names(self) -> list[str]: ...
-    def lookup(self, name: str) -> ExportInfo | None: ...
-    def open(self, name: str) -> OpenExport | None: ...
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    """Handed to on_session when a connection ends (metrics, status page)."""
-    client: str
-    export: str | None
-    bytes_sent: int
-    requests: int
-    seconds: float
-    reason: str
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def open_export(info: ExportInfo, path) -> OpenExport | None:
+    """The catalog's opener; the connection closes the descriptor when it ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:   # retired between the store's scan and now: the client hears "unknown export"
+        log.warn("NBD cannot open image {name!r} ({path}): {error}", name=info.name, path=str(path),
+                 error=e.strerror)
+        return None
+    return OpenExport(info.name, os.fstat(fd).st_size, info.description, fd=fd)
 
 
 class NBDServerProtocol(Protocol):
-    def __init__(self, factory: "NBDFactory", client: str) -> None:
-        self.factory = factory
-        self.client = client
+    def __init__(self, factory: NBDFactory, host: str, port: int) -> None:
+        self.factory, self.host, self.client = factory, host, f"{host}:{port}"
         self.handshake = Handshake(factory.catalog)
         self.export: OpenExport | None = None
         self.tx: Transmission | None = None
@@ -89,77 +54,59 @@ class NBDServerProtocol(Protocol):
         self.queue: deque = deque()
         self.blocked = False         # the socket is full: wait for resumeProducing
         self.pending = None          # (offset, length) of a reply's data still to send
-        self.reading_paused = False
-        self.closing = False
+        self.reading_paused = self.closing = self.soft = False   # soft: closed by _finish
         self.reason: str | None = None
-        self.bytes_sent = 0
-        self.requests = 0
+        self.bytes_sent = self.requests = 0
         self.started = 0.0
-        self._timer = None
-        self._sock = None
-        self._sockfd = -1
-
-    # --- connection lifecycle --------------------------------------------------------------
+        self._timer = self._sock = None
 
     def connectionMade(self) -> None:
         self.started = self.factory.clock.seconds()
         self._sock = self.transport.getHandle()
-        self._sockfd = self._sock.fileno()
         self.transport.setTcpNoDelay(True)   # we coalesce ourselves (MSG_MORE)
         self.transport.registerProducer(self, False)
-        self._timer = self.factory.clock.callLater(self.factory.handshake_timeout,
-                                                   self._handshake_timed_out)
+        self._timer = self.factory.clock.callLater(self.factory.handshake_timeout, self._timed_out)
         self._run(self.handshake.start())
 
     def connectionLost(self, reason) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stop_timer()
         unanswered = len(self.queue) + (self.pending is not None)
         self.queue.clear()
         self.closing = True
-        why = self.reason
+        why, by_client = self.reason, self.soft      # soft: we closed after the client's DISC
         if why is None:
-            if reason.check(terror.ConnectionDone):
-                why = "client closed the connection"
-            else:
-                why = f"connection lost: {reason.getErrorMessage()}"
-            if unanswered:
-                why += f" mid-reply ({unanswered} replies unsent)"
-        seconds = self.factory.clock.seconds() - self.started
-        name = self.export.name if self.export else None
+            by_client = bool(reason.check(terror.ConnectionDone))
+            why = ("client closed the connection" if by_client
+                   else f"connection lost: {reason.getErrorMessage()}")
+            why += f" mid-reply ({unanswered} replies unsent)" if unanswered else ""
         if self.export is not None:
-            self.export.close()
-            rate = self.bytes_sent / seconds / 1e6 if seconds > 0 else 0.0
-            log.info("NBD {client} export {export!r} disconnected: {mb} in {requests} requests, "
-                     "{seconds:.1f} s ({rate:.1f} MB/s), {reason}",
-                     client=self.client, export=name, mb=_mb(self.bytes_sent),
-                     requests=self.requests, seconds=seconds, rate=rate, reason=why)
-        else:
-            log.info("NBD {client} left during negotiation after {seconds:.1f} s "
-                     "(options {options}): {reason}", client=self.client, seconds=seconds,
-                     options=",".join(self.handshake.negotiated.options) or "none", reason=why)
-        self.factory.connection_ended(self, SessionRecord(
-            self.client, name, self.bytes_sent, self.requests, seconds, why))
+            os.close(self.export.fd)
+        record = SessionRecord(self.client, self.export and self.export.name, self.bytes_sent,
+                               self.requests, self.factory.clock.seconds() - self.started, why,
+                               SessionRecord.outcome_of(self.export is not None, by_client),
+                               tuple(self.handshake.negotiated.options))
+        log.info("NBD {client} {summary}", summary=record.summary(), **vars(record))
+        self.factory.connection_ended(self, record)
 
-    def _handshake_timed_out(self) -> None:
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         self._timer = None
-        self.reason = f"no export chosen within {self.factory.handshake_timeout:g} s"
-        self.transport.abortConnection()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._abort(f"no export chosen within {self.factory.handshake_timeout:g} s")
 
     def _finish(self, reason: str) -> None:
         """Soft close: what is buffered is still sent."""
-        if self.closing:
-            return
-        self.closing = True
-        self.reason = reason
-        self.transport.unregisterProducer()   # a pull producer would keep the socket open
-        self.transport.loseConnection()
+        if not self.closing:
+            self.closing, self.soft, self.reason = True, True, reason
+            self.transport.unregisterProducer()   # a pull producer would keep the socket open
+            self.transport.loseConnection()
 
     def _abort(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.closing = True
+        self.reason = self.reason or reason
+        self.closing, self.soft = True, False
         self.queue.clear()
         self.transport.abortConnection()
 
@@ -169,54 +116,41 @@ class NBDServerProtocol(Protocol):
         if self.closing:
             return
         if self.tx is None:
-            self._run(self.handshake.feed(data))
-            return
+            return self._run(self.handshake.feed(data))
         try:
             reqs = self.parser.feed(data)
         except c.ProtocolError as e:
             log.warn("NBD {client}: {error}; disconnecting", client=self.client, error=e)
-            self._abort(f"protocol error: {e}")
-            return
-        self._requests(reqs)
+            return self._abort(f"protocol error: {e}")
+        self.queue.extend(self.tx.handle(*r) for r in reqs)
+        self.requests += len(reqs)
+        self._pump()
+        if not self.reading_paused and len(self.queue) > QUEUE_HIGH and not self.closing:
+            self.reading_paused = True
+            self.transport.pauseProducing()
 
     def _run(self, actions: list) -> None:
         for act in actions:
             if isinstance(act, Send):
                 self._send(act.data)
             elif isinstance(act, Close):
-                log.debug("NBD {client}: negotiation ended: {reason}",
-                          client=self.client, reason=act.reason)
-                self._finish(act.reason)
-                return
+                log.debug("NBD {client}: negotiation ended: {reason}", client=self.client,
+                          reason=act.reason)
+                return self._finish(act.reason)
             elif isinstance(act, Transmit):
                 self._enter(act)
 
     def _enter(self, t: Transmit) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stop_timer()
         self.export = t.export
         self.tx = Transmission(t.export.size, t.structured, t.contexts)
-        features = ["structured replies"] if t.structured else ["simple replies"]
-        features += sorted(t.contexts.values())
+        features = ["structured replies" if t.structured else "simple replies",
+                    *sorted(t.contexts.values())]
         log.info("NBD {client} connected to export {export!r}: {size} bytes, {features}, "
-                 "options {options}", client=self.client, export=t.export.name,
-                 size=t.export.size, features=", ".join(features),
-                 options=",".join(self.handshake.negotiated.options))
-        self.factory.session_started(self)
+                 "options {options}", client=self.client, export=t.export.name, size=t.export.size,
+                 features=", ".join(features), options=",".join(self.handshake.negotiated.options))
         if t.leftover:
             self.dataReceived(t.leftover)
-
-    def _requests(self, reqs: list) -> None:
-        handle = self.tx.handle
-        append = self.queue.append
-        for r in reqs:
-            append(handle(*r))
-        self.requests += len(reqs)
-        self._pump()
-        if not self.reading_paused and len(self.queue) > QUEUE_HIGH and not self.closing:
-            self.reading_paused = True
-            self.transport.pauseProducing()
 
     # --- output -----------------------------------------------------------------------------
 
@@ -224,17 +158,13 @@ class NBDServerProtocol(Protocol):
         """The transport's buffer is empty and the socket writable: it is ours again."""
         self.blocked = False
         if self.pending is not None and not self.closing:
-            offset, length = self.pending
-            self.pending = None
+            (offset, length), self.pending = self.pending, None
             self._sendfile(offset, length)
         if self.tx is not None:
             self._pump()
 
-    def stopProducing(self) -> None:
+    def stopProducing(self) -> None:   # a pull producer: the transport never pauses us
         self.queue.clear()
-
-    def pauseProducing(self) -> None:   # not called for pull producers
-        pass
 
     def _pump(self) -> None:
         q = self.queue
@@ -242,7 +172,7 @@ class NBDServerProtocol(Protocol):
             act = q.popleft()
             kind = act[0]
             if kind == READ:
-                self._send_read(act[1], act[2], act[3])
+                self._send(act[1], (act[2], act[3]))
             elif kind == REPLY:
                 self._send(act[1])
             elif kind == CACHE:
@@ -252,64 +182,50 @@ class NBDServerProtocol(Protocol):
                     pass   # only a hint
                 self._send(act[3])
             elif kind == DISC:
-                self._finish("client sent NBD_CMD_DISC")
-                return
+                return self._finish("client sent NBD_CMD_DISC")
         if self.reading_paused and len(q) <= QUEUE_LOW and not self.closing:
             self.reading_paused = False
             self.transport.resumeProducing()
 
-    def _buffer(self, data: bytes) -> None:
-        self.blocked = True
-        self.transport.write(data)
-
-    def _send(self, data: bytes) -> None:
-        if self.blocked:
-            self.transport.write(data)
-            return
-        try:
-            n = self._sock.send(data)
-        except BlockingIOError:
-            n = 0
-        except OSError as e:
-            self._abort(f"connection lost mid-reply: {e.strerror}")
-            return
+    def _send(self, data: bytes, file_range: tuple[int, int] | None = None) -> None:
+        """``data``, then (a READ reply) the export's bytes in ``file_range`` by sendfile."""
+        n = 0
+        if not self.blocked:
+            try:
+                n = self._sock.send(data, socket.MSG_MORE if file_range else 0)
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                return self._abort(f"connection lost mid-reply: {e.strerror}")
         if n < len(data):
-            self._buffer(data[n:])
-
-    def _send_read(self, header: bytes, offset: int, length: int) -> None:
-        try:
-            n = self._sock.send(header, socket.MSG_MORE)
-        except BlockingIOError:
-            n = 0
-        except OSError as e:
-            self._abort(f"connection lost mid-reply: {e.strerror}")
-            return
-        if n < len(header):
-            self._buffer(header[n:])
-            self._wait_writable(offset, length)
-            return
-        self._sendfile(offset, length)
+            self.blocked = True
+            self.transport.write(data[n:] if n else data)
+            if file_range:
+                self._wait_writable(*file_range)
+        elif file_range:
+            self._sendfile(*file_range)
 
     def _sendfile(self, offset: int, length: int) -> None:
-        fd, sockfd = self.export.fd, self._sockfd
-        end = offset + length
-        while offset < end:
-            try:
+        fd, sockfd, start, end = self.export.fd, self._sock.fileno(), offset, offset + length
+        problem = None
+        try:
+            while offset < end:
                 k = os.sendfile(sockfd, fd, offset, end - offset)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                gone = e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
-                self._abort(f"connection lost mid-reply: {e.strerror}" if gone
-                            else f"sendfile failed: {e.strerror}")
-                return
-            if k == 0:
-                # The header promised data we cannot produce: hard disconnect (spec).
-                self._abort("image file shorter than its size at open (truncated in place?)")
-                return
-            offset += k
-            self.bytes_sent += k
-        if offset < end:
+                if k == 0:   # the header promised data we cannot produce: hard disconnect (spec)
+                    problem = "image file shorter than its size at open (truncated in place?)"
+                    break
+                offset += k
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            gone = e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
+            problem = (f"connection lost mid-reply: {e.strerror}" if gone
+                       else f"sendfile failed: {e.strerror}")
+        self.bytes_sent += offset - start
+        self.factory.on_sent(offset - start)
+        if problem:
+            self._abort(problem)
+        elif offset < end:
             self._wait_writable(offset, end - offset)
 
     def _wait_writable(self, offset: int, length: int) -> None:
@@ -321,67 +237,48 @@ class NBDServerProtocol(Protocol):
         self.transport.startWriting()
 
 
+def _ignore(_value) -> None:
+    pass
+
+
 class NBDFactory(Factory):
-    """Counts connections for the limits and remembers live sessions."""
+    """Admits connections (admission.Admission) and keeps the open ones; reports to its owner:
+    on_count(open connections), on_sent(payload bytes), on_session(SessionRecord)."""
 
     noisy = False
 
-    def __init__(self, catalog: ExportCatalog, clock, handshake_timeout: float = 10.0,
-                 max_connections: int = 512, max_per_client: int = 16,
-                 on_session: Callable[[SessionRecord], None] | None = None) -> None:
-        self.catalog = catalog
-        self.clock = clock
+    def __init__(self, catalog: Catalog, clock, admission: Admission, handshake_timeout: float = 10.0,
+                 on_session: Callable[[SessionRecord], None] = _ignore,
+                 on_count: Callable[[int], None] = _ignore,
+                 on_sent: Callable[[int], None] = _ignore) -> None:
+        self.catalog, self.clock, self.admission = catalog, clock, admission
         self.handshake_timeout = handshake_timeout
-        self.max_connections = max_connections
-        self.max_per_client = max_per_client
-        self.on_session = on_session
+        self.on_session, self.on_count, self.on_sent = on_session, on_count, on_sent
         self.connections: set[NBDServerProtocol] = set()
-        self.per_client: Counter = Counter()
-        self.refused = 0
-        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}  # (client, key) → (logged at, hidden)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", str(addr))
-        if len(self.connections) >= self.max_connections:
-            self._refuse(host, "nbd.max_connections", f"{len(self.connections)} connections")
+        refused = self.admission.decide(host, len(self.connections), self.clock.seconds())
+        if refused is not None:
+            if refused.log:
+                log.warn("NBD refused {client}: {why} ({key}){more}", client=host, why=refused.why,
+                         key=refused.limit, more=suffix(refused.hidden))
             return None
-        if self.per_client[host] >= self.max_per_client:
-            self._refuse(host, "nbd.max_connections_per_client",
-                         f"{self.per_client[host]} connections from it")
-            return None
-        p = NBDServerProtocol(self, f"{host}:{getattr(addr, 'port', 0)}")
-        p.host = host
+        p = NBDServerProtocol(self, host, getattr(addr, "port", 0))
         self.connections.add(p)
-        self.per_client[host] += 1
+        self.admission.begin(host)
+        self.on_count(len(self.connections))
         return p
-
-    def _refuse(self, host: str, key: str, why: str) -> None:
-        self.refused += 1
-        now = self.clock.seconds()
-        logged_at, hidden = self._refusals.get((host, key), (None, 0))
-        if logged_at is not None and now - logged_at < REFUSAL_LOG_INTERVAL:
-            self._refusals[(host, key)] = (logged_at, hidden + 1)
-            return
-        if len(self._refusals) > 10000:
-            self._refusals.clear()  # bounded under a flood from many addresses
-        self._refusals[(host, key)] = (now, 0)
-        more = f" ({hidden} more refused in the last {now - logged_at:.0f} s)" if hidden else ""
-        log.warn("NBD refused {client}: {why} ({key}){more}", client=host, why=why, key=key, more=more)
-
-    def session_started(self, proto: NBDServerProtocol) -> None:
-        pass
 
     def connection_ended(self, proto: NBDServerProtocol, record: SessionRecord) -> None:
         if proto in self.connections:
             self.connections.discard(proto)
-            self.per_client[proto.host] -= 1
-            if self.per_client[proto.host] <= 0:
-                del self.per_client[proto.host]
-        if self.on_session is not None:
-            try:
-                self.on_session(record)
-            except Exception:
-                log.failure("NBD on_session callback failed")
+            self.admission.end(proto.host)
+            self.on_count(len(self.connections))
+        try:
+            self.on_session(record)
+        except Exception:
+            log.failure("NBD on_session callback failed")
 
     def close_all(self) -> None:
         for p in list(self.connections):

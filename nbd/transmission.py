@@ -5,14 +5,44 @@ Actions are small tuples (this is the hot path):
   (REPLY, data)                   send data
   (CACHE, offset, length, data)   read-ahead hint for the range, then send data
   (DISC,)                         finish the replies before this one, then close
+
+A connection that ends is summed up in a SessionRecord (its log line, the boot report, metrics).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from . import codec as c
 from .handshake import MAX_REQUEST
 
 READ, REPLY, CACHE, DISC = range(4)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """What one connection did, when it ends."""
+    client: str                     # "host:port"
+    export: str | None              # None: it left during negotiation
+    bytes_sent: int
+    requests: int
+    seconds: float
+    reason: str
+    outcome: str = "done"           # done (the client ended it) | aborted | no_export
+    options: tuple[str, ...] = ()   # the options it negotiated, in order
+
+    @staticmethod
+    def outcome_of(attached: bool, ended_by_client: bool) -> str:
+        return "no_export" if not attached else "done" if ended_by_client else "aborted"
+
+    def summary(self) -> str:
+        if self.export is None:
+            return (f"left during negotiation after {self.seconds:.1f} s "
+                    f"(options {','.join(self.options) or 'none'}): {self.reason}")
+        rate = self.bytes_sent / self.seconds / 1e6 if self.seconds > 0 else 0.0
+        return (f"export {self.export!r} disconnected: {self.bytes_sent / 1e6:.1f} MB in "
+                f"{self.requests} requests, {self.seconds:.1f} s ({rate:.1f} MB/s), {self.reason}")
+
 
 _HDR = c.REQUEST.size
 _unpack = c.REQUEST.unpack_from

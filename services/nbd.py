@@ -1,72 +1,50 @@
 """The NBD listener: every published image is an export, by name, on one port.
 
-The export list is read from the image store at each request (LIST, INFO, GO), so a
-new image is exportable at once and nothing is ever reloaded.
+The export list is read from the image store at each request (LIST, INFO, GO; nbd.exports),
+so a new image is exportable at once and nothing is ever reloaded: the service subscribes
+to nothing. It counts into the daemon's metrics (open connections, payload bytes, finished
+sessions by outcome) and tells the app its live sessions and its status.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from nbd.protocol import ExportInfo, NBDFactory, OpenExport, SessionRecord
+from bootserverd.boot.report import LiveSession
+from bootserverd.config.settings import NbdConfig
+from bootserverd.ops.metrics import Metrics
+from nbd.admission import Admission
+from nbd.exports import ExportCatalog, Images
+from nbd.protocol import NBDFactory, open_export
+from nbd.transmission import SessionRecord
 
 log = Logger(namespace="bootserverd.nbd")
-
-
-def _description(image) -> str:
-    parts = [getattr(image, k, None) for k in ("series", "version", "arch")]
-    return " ".join(p for p in parts if p)
-
-
-class ImageCatalog:
-    """ExportCatalog over the image store (get / published)."""
-
-    def __init__(self, images) -> None:
-        self.images = images
-
-    def names(self) -> list[str]:
-        return [i.name for i in self.images.published()]
-
-    def lookup(self, name: str) -> ExportInfo | None:
-        image = self.images.get(name)
-        if image is None:
-            return None
-        return ExportInfo(image.name, image.size, _description(image))
-
-    def open(self, name: str) -> OpenExport | None:
-        image = self.images.get(name)
-        if image is None:
-            return None
-        try:
-            fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            # Retired between the store's scan and now: the client hears "unknown export".
-            log.warn("NBD cannot open image {name!r} ({path}): {error}",
-                     name=name, path=str(image.path), error=e.strerror)
-            return None
-        return OpenExport(image.name, fd, _description(image))
 
 
 class NBDService(Service):
     name = "nbd"
 
-    def __init__(self, config, images, reactor=None,
-                 on_session: Callable[[SessionRecord], None] | None = None) -> None:
+    def __init__(self, config: NbdConfig, images: Images, reactor=None,
+                 on_session: Callable[[SessionRecord], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
+        self.on_session = on_session
+        self.metrics = metrics
+        counters = {}
+        if metrics is not None:       # open connections and payload bytes, as they change
+            counters = {"on_count": metrics.nbd_connections.set,
+                        "on_sent": metrics.bytes_sent.labels(service="nbd").inc}
         self.factory = NBDFactory(
-            ImageCatalog(images), reactor,
-            handshake_timeout=config.handshake_timeout,
-            max_connections=config.max_connections,
-            max_per_client=config.max_connections_per_client,
-            on_session=on_session)
+            ExportCatalog(images, open_export), reactor,
+            Admission(config.max_connections, config.max_connections_per_client),
+            handshake_timeout=config.handshake_timeout, on_session=self._session_ended, **counters)
         self.port = None
 
     @property
@@ -77,13 +55,20 @@ class NBDService(Service):
         h = self.port.getHost()
         return h.host, h.port
 
-    @property
-    def sessions(self) -> int:
-        return len(self.factory.connections)
+    def live_sessions(self) -> list[LiveSession]:
+        """The connections attached to an export now (the boot report's timeline)."""
+        return [LiveSession(p.host, p.export.name, p.started, p.bytes_sent)
+                for p in self.factory.connections if p.export is not None]
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, int]:
         return {"connections": len(self.factory.connections),
-                "refused": self.factory.refused}
+                "refused": self.factory.admission.refused}
+
+    def _session_ended(self, record: SessionRecord) -> None:
+        if self.metrics is not None:
+            self.metrics.transfers.labels(service="nbd", outcome=record.outcome).inc()
+        if self.on_session is not None:
+            self.on_session(record)
 
     def startService(self) -> None:
         super().startService()
@@ -95,12 +80,12 @@ class NBDService(Service):
         log.info("NBD listening on {host}:{port}", host=listen.host,
                  port=self.port.getHost().port)
 
-    def reconfigure(self, config) -> None:
+    def reconfigure(self, config: NbdConfig) -> None:
         """SIGHUP: new limits apply to new connections; a new listen address is opened before
         the old one closes. Connected clients keep their sessions either way."""
         self.factory.handshake_timeout = config.handshake_timeout
-        self.factory.max_connections = config.max_connections
-        self.factory.max_per_client = config.max_connections_per_client
+        self.factory.admission.max_connections = config.max_connections
+        self.factory.admission.max_per_client = config.max_connections_per_client
         old_listen, self.config = self.config.listen, config
         if config.listen != old_listen and self.port is not None:
             old_port = self.port

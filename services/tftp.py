@@ -1,4 +1,5 @@
-"""The TFTP listener as a Twisted service: config limits, BootFiles, one log line per transfer."""
+"""The TFTP listener as a Twisted service: config limits, BootFiles, one log line per transfer
+(refusals rate-limited), metrics."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,9 +7,12 @@ from typing import Callable
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from bootserverd.ops.metrics import Metrics
+from bootserverd.ops.ratelimit import LogThrottle, suffix
 from tftp import codec
-from tftp.protocol import FileUnavailable, TFTPServerProtocol, TransferRecord
-from tftp.session import Policy
+from tftp.admission import FileUnavailable
+from tftp.protocol import TFTPServerProtocol
+from tftp.session import Policy, TransferRecord
 
 log = Logger(namespace="bootserverd.tftp")
 
@@ -20,18 +24,12 @@ def _policy(config) -> Policy:
                   timeout=config.timeout, retries=config.retries)
 
 
-def format_record(r: TransferRecord) -> str:
-    opts = " ".join(f"{k}={v}" for k, v in r.options) or "no options"
-    return (f"TFTP {r.client}:{r.port} {r.filename!r} ({r.mode}): {r.bytes} bytes in "
-            f"{r.seconds:.3f} s ({r.mbps:.1f} MB/s) blksize={r.blksize} windowsize={r.windowsize}"
-            f" [{opts}] retransmissions={r.retransmissions}: {r.outcome}")
-
-
 class TFTPService(Service):
     name = "tftp"
 
     def __init__(self, config, boot_files, reactor=None,
-                 on_transfer: Callable[[TransferRecord], None] | None = None) -> None:
+                 on_transfer: Callable[[TransferRecord], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
             reactor = _r
@@ -39,6 +37,8 @@ class TFTPService(Service):
         self.boot_files = boot_files
         self.reactor = reactor
         self.on_transfer = on_transfer
+        self.metrics = metrics if metrics is not None else Metrics()   # the app shares its registry
+        self.refusals_log = LogThrottle()
         self.port = None
         self.transfers_ok = 0
         self.transfers_failed = 0
@@ -57,9 +57,7 @@ class TFTPService(Service):
         old = self.config
         self.config = config
         p = self.protocol
-        p.policy = _policy(config)
-        p.max_transfers = config.max_transfers
-        p.max_per_client = config.max_transfers_per_client
+        p.reconfigure(_policy(config), config.max_transfers, config.max_transfers_per_client)
         if config.listen != old.listen and self.port is not None:
             # A DatagramProtocol serves one port at a time: the new listener gets a fresh one;
             # transfers started on the old one finish there.
@@ -75,7 +73,7 @@ class TFTPService(Service):
     def status(self) -> dict:
         return {"active_transfers": self.active_transfers, "transfers_ok": self.transfers_ok,
                 "transfers_failed": self.transfers_failed, "bytes_sent": self.bytes_sent,
-                "rrq_dropped_busy": self.protocol.refused_busy}
+                "rrq_dropped_busy": self.protocol.admission.refused_busy}
 
     def _open(self, path: str, client_ip: str):
         try:
@@ -96,16 +94,24 @@ class TFTPService(Service):
     def _finished(self, r: TransferRecord) -> None:
         if r.ok:
             self.transfers_ok += 1
-            log.info("{line}", line=format_record(r), record=r)
         else:
             self.transfers_failed += 1
-            # UEFI (EDK2) asks for tsize, then ends with error 8 before downloading for real:
-            # a size probe, not a failure a sysadmin should chase.
-            probe = r.outcome.startswith("client refused the options")
-            (log.info if r.size is None or probe else log.warn)("{line}", line=format_record(r), record=r)
         self.bytes_sent += r.bytes
+        self.metrics.transfers.labels(service="tftp", outcome=r.kind).inc()
+        self.metrics.bytes_sent.labels(service="tftp").inc(r.bytes)
+        self._log(r)
         if self.on_transfer is not None:
             self.on_transfer(r)
+
+    def _log(self, r: TransferRecord) -> None:
+        more = ""
+        if r.size is None:      # refused before a transfer: a repeat is one line with a count
+            hidden = self.refusals_log.admit((r.client, r.filename, r.outcome), self.reactor.seconds())
+            if hidden is None:
+                return
+            more = suffix(hidden)
+        quiet = r.ok or r.size is None or r.kind == "probe"
+        (log.info if quiet else log.warn)("{line}{more}", line=r.line(), more=more, record=r)
 
     @property
     def active_transfers(self) -> int:

@@ -157,8 +157,3 @@ def ack_block(packet: bytes) -> int | None:
             return num
     return None
 
-
-def to_netascii(chunk: bytes) -> bytes:
-    """RFC 764 netascii of a chunk: CR -> CR NUL, LF -> CR LF. Byte-wise, so chunks compose."""
-    return chunk.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
-

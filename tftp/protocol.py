@@ -1,14 +1,13 @@
 """Twisted adapter: the listening socket, one ephemeral socket per transfer, timers, file reads.
 
-All protocol decisions are in session.py; this module only moves bytes and keeps the books
-(limits, duplicate RRQs, the finished-transfer record).
+It only does I/O. The decisions are beside it, pure: admission.py (which datagrams start a
+transfer, the limits, the netascii view), session.py (one transfer, its record).
 """
 from __future__ import annotations
 
 import errno
 import socket
 import sys
-from dataclasses import dataclass
 from typing import Callable
 
 from twisted.internet.interfaces import IReadDescriptor
@@ -16,166 +15,73 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from bootserverd.ops.ratelimit import LogThrottle, suffix
+
 from . import codec
-from .session import Finish, Policy, ReadSession, SendBlocks, SendPacket, SetTimer
+from .admission import Admission, Admit, FileUnavailable, Refuse
+from .session import (Finish, Policy, ReadSession, SendBlocks, SendPacket, SetTimer, TransferRecord,
+                      reply_to_stranger)
 
 log = Logger(namespace="bootserverd.tftp")
+_LOST = (errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
-class FileUnavailable(Exception):
-    """Raised by the open_file callable: answered with TFTP error `code`."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class TransferRecord:
-    client: str
-    port: int
-    filename: str
-    mode: str
-    size: int | None          # None when the file could not be opened
-    bytes: int                # bytes acknowledged by the client
-    seconds: float
-    blksize: int
-    windowsize: int
-    options: tuple[tuple[str, str], ...]
-    retransmissions: int
-    ok: bool
-    outcome: str
-
-    @property
-    def mbps(self) -> float:
-        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
-
-
-class NetasciiFile:
-    """Netascii view of a file, converted while streaming (the transfer reads forward and
-    looks back at most one window). The size needs one chunked pass at open."""
-
-    CHUNK = 1 << 16
-    MAX_SIZE = 16 << 20   # the size pass runs in the reactor: text files only, not images
-
-    def __init__(self, f, lookback: int) -> None:
-        self._f = f
-        size = off = 0
-        while off < f.size:
-            c = f.read(off, min(self.CHUNK, f.size - off))
-            if not c:
-                break
-            size += len(c) + c.count(b"\r") + c.count(b"\n")
-            off += len(c)
-        self.size = size
-        self._lookback = lookback
-        self._rewind()
-
-    def _rewind(self) -> None:
-        self._buf, self._start, self._in = b"", 0, 0
-
-    def read(self, offset: int, length: int) -> bytes:
-        if offset < self._start:
-            self._rewind()   # looked back further than we kept: correct, just slower
-        end = offset + length
-        while self._start + len(self._buf) < end and self._in < self._f.size:
-            c = self._f.read(self._in, min(self.CHUNK, self._f.size - self._in))
-            if not c:
-                break
-            self._in += len(c)
-            self._buf += codec.to_netascii(c)
-        keep = max(self._start, offset - self._lookback)
-        if keep > self._start:
-            self._buf = self._buf[keep - self._start:]
-            self._start = keep
-        return self._buf[offset - self._start:end - self._start]
-
-    def close(self) -> None:
-        self._f.close()
+class _ShortRead(Exception):
+    pass
 
 
 @implementer(IReadDescriptor)
 class Transfer:
-    """One read transfer on its own ephemeral UDP socket (its transfer ID).
-
-    The socket is driven directly through IReactorFDSet rather than listenUDP: a transfer is
-    short-lived and per-packet cost is what limits throughput, and udp.Port would add three
-    unconditional log lines per transfer."""
+    """One read transfer on its own ephemeral UDP socket (its transfer ID), driven through
+    IReactorFDSet: per-packet cost limits throughput, and udp.Port would log three lines."""
 
     READAHEAD = 64 * 1024   # bytes per pread: lock-step reads 44 blocks per syscall
 
-    def __init__(self, server: "TFTPServerProtocol", key, peer, request: codec.Request,
-                 file, session: ReadSession, sock: socket.socket) -> None:
-        self.server, self.key, self.peer = server, key, peer
-        self.request, self.file, self.session = request, file, session
-        self.sock = sock
-        self.clock = server.reactor
+    def __init__(self, server: "TFTPServerProtocol", key, peer, file, session: ReadSession,
+                 sock: socket.socket) -> None:
+        self.server, self.key, self.peer, self.file, self.session = server, key, peer, file, session
+        self.sock, self.clock = sock, server.reactor
         self._now = self.clock.seconds
         self.started = self._now()
-        self._timer = None
-        self._timer_at: float | None = None   # when self._timer fires, if pending
-        self._ra, self._ra_off = memoryview(b""), 0   # read-ahead buffer and its file offset
+        self._timer, self._timer_at = None, None       # the DelayedCall and when it fires
+        self._ra, self._ra_off = memoryview(b""), 0    # read-ahead buffer and its file offset
         self._closed = False
 
-    # ---- IReadDescriptor ----
     def fileno(self) -> int:
-        return self.sock.fileno() if not self._closed else -1
+        return -1 if self._closed else self.sock.fileno()
 
     def logPrefix(self) -> str:
         return "tftp-transfer"
 
-    def connectionLost(self, reason) -> None:
-        # Only called if the reactor drops us after an exception escaped doRead (it cannot:
-        # doRead catches everything); make sure the books are closed anyway.
-        if not self._closed:
-            self._close(Finish(False, "connection lost"))
+    def connectionLost(self, reason) -> None:   # doRead catches everything: a safety net
+        self._close(Finish(False, "connection lost"))
 
     def doRead(self) -> None:
-        # One datagram per wake-up: the reactor polls level-triggered, so more queued data
-        # comes back next round, and a lock-step peer never has a second one (a drain loop
-        # would pay a failing recvfrom per packet).
+        # One datagram per wake-up: the reactor polls level-triggered, so more queued data comes
+        # back next round, and a lock-step peer never has a second one.
         try:
             data, addr = self.sock.recvfrom(65536)
         except OSError:
             return   # EAGAIN, or a queued ICMP error
-        self._datagram(data, addr)
+        try:
+            if addr == self.peer:
+                self._run(self.session.on_datagram(data, self._now()))
+            elif (reply := reply_to_stranger(data)) is not None:
+                self._sendto(reply, addr)
+        except Exception:
+            self._crash()
 
-    # ---- events ----
     def begin(self) -> None:
         self.clock.addReader(self)
-        try:
-            self._run(self.session.start(self._now()))
-        except Exception:
-            self._crash()
-
-    def _datagram(self, data: bytes, addr) -> None:
-        try:
-            if addr != self.peer:
-                # RFC 1350: another TID gets error 5 and the transfer carries on.
-                if data[:2] != b"\x00\x05":
-                    self._sendto(codec.encode_error(codec.E_UNKNOWN_TID, "unknown transfer ID"),
-                                 addr)
-                return
-            block = codec.ack_block(data)
-            if block is not None:
-                actions = self.session.on_ack(block, self._now())
-            else:
-                try:
-                    pkt = codec.decode(data)
-                except codec.ProtocolError as e:
-                    log.debug("tftp {peer}: dropped malformed packet: {err}", peer=self.peer, err=e)
-                    return
-                actions = self.session.on_packet(pkt, self._now())
-            if actions:
-                self._run(actions)
-        except Exception:
-            self._crash()
+        self._event(self.session.start)
 
     def _timeout(self) -> None:
         self._timer = self._timer_at = None
+        self._event(self.session.on_timeout)
+
+    def _event(self, handler) -> None:
         try:
-            self._run(self.session.on_timeout(self._now()))
+            self._run(handler(self._now()))
         except Exception:
             self._crash()
 
@@ -198,19 +104,16 @@ class Transfer:
         except (BlockingIOError, InterruptedError):
             pass   # socket buffer full: the packet is lost, retransmission covers it
         except OSError as e:
-            if e.errno not in (errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                               errno.ENETUNREACH):
+            if e.errno not in _LOST:
                 raise
 
     def _send_blocks(self, first: int, last: int) -> None:
         bs = self.session.blksize
         offset = (first - 1) * bs
-        want = min(self.session.size - offset, (last - first + 1) * bs)
-        data = self._read(offset, want)
+        data = self._read(offset, min(self.session.size - offset, (last - first + 1) * bs))
         send, peer, enc = self._sendto, self.peer, codec.encode_data
         if first == last:
-            send(enc(first, data), peer)
-            return
+            return send(enc(first, data), peer)
         pos = 0
         for n in range(first, last + 1):
             send(enc(n, data[pos:pos + bs]), peer)
@@ -229,10 +132,9 @@ class Transfer:
         return buf[:length]
 
     def _set_timer(self, deadline: float) -> None:
-        # Lazy timer: ACKs push the deadline later on every packet; instead of moving the
-        # DelayedCall each time, let it fire early and re-arm (session answers SetTimer).
-        at = self._timer_at
-        if at is not None and deadline >= at:
+        # Lazy: ACKs push the deadline on at every packet; rather than moving the DelayedCall,
+        # let it fire early and re-arm (the session answers with SetTimer).
+        if self._timer_at is not None and deadline >= self._timer_at:
             return
         delay = max(0.0, deadline - self._now())
         if self._timer is None:
@@ -242,28 +144,22 @@ class Transfer:
         self._timer_at = deadline
 
     def _crash(self) -> None:
-        err = sys.exc_info()[1]
+        err, name = sys.exc_info()[1], self.session.request.filename
         if isinstance(err, (_ShortRead, OSError)):
-            log.warn("tftp {peer} {file}: read failed: {err}", peer=self.peer,
-                     file=self.request.filename, err=err)
+            log.warn("tftp {peer} {file}: read failed: {err}", peer=self.peer, file=name, err=err)
             msg, outcome = "read error", f"read error: {err}"
         else:
-            log.failure("tftp {peer} {file}: internal error", peer=self.peer,
-                        file=self.request.filename)
+            log.failure("tftp {peer} {file}: internal error", peer=self.peer, file=name)
             msg, outcome = "internal error", f"internal error: {err!r}"
-        if not self.session.done:
-            try:
-                self._sendto(codec.encode_error(codec.E_UNDEFINED, msg), self.peer)
-            except Exception:
-                pass
-            self.session._finish(False, outcome)
+        try:
+            self._run(self.session.abort(msg, outcome))
+        except Exception:
+            pass
         self._close(self.session.result or Finish(False, outcome))
 
     def abort(self, message: str) -> None:
         """Server shutdown: tell the client and finish."""
-        if not self.session.done:
-            self._sendto(codec.encode_error(codec.E_UNDEFINED, message), self.peer)
-            self._close(self.session._finish(False, f"aborted: {message}")[0])
+        self._run(self.session.abort(message, f"aborted: {message}"))
 
     def _close(self, fin: Finish) -> None:
         if self._closed:
@@ -281,10 +177,6 @@ class Transfer:
             self.file.close()
 
 
-class _ShortRead(Exception):
-    pass
-
-
 class TFTPServerProtocol(DatagramProtocol):
     """The listening port. `open_file(path, client_ip)` returns an object with `.size`,
     `.read(offset, length)` and `.close()`, or raises FileUnavailable."""
@@ -295,129 +187,83 @@ class TFTPServerProtocol(DatagramProtocol):
                  max_transfers: int = 256, max_per_client: int = 8,
                  on_finish: Callable[[TransferRecord], None] | None = None) -> None:
         if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
-        self.open_file = open_file
-        self.policy = policy
-        self.reactor = reactor
-        self.max_transfers = max_transfers
-        self.max_per_client = max_per_client
-        self.on_finish = on_finish
-        self.transfers: dict = {}       # (client addr, RRQ bytes) -> Transfer
-        self.per_client: dict[str, int] = {}
-        self.refused_busy = 0
+            from twisted.internet import reactor
+        self.open_file, self.policy, self.reactor, self.on_finish = open_file, policy, reactor, on_finish
+        self.admission = Admission(max_transfers, max_per_client)
+        self.transfers: dict = {}       # Admit.key -> Transfer
+        self.throttle = LogThrottle()
 
-    # ---- the well-known port ----
+    def reconfigure(self, policy: Policy, max_transfers: int, max_per_client: int) -> None:
+        """New limits and options for new transfers; running ones keep theirs."""
+        self.policy = policy
+        self.admission.max_transfers, self.admission.max_per_client = max_transfers, max_per_client
+
     def datagramReceived(self, data: bytes, addr) -> None:
         try:
-            self._request(data, addr)
+            verdict = self.admission.decide(data, addr, self.transfers)
+            if type(verdict) is Admit:
+                self._start(verdict, addr)
+            elif type(verdict) is Refuse:
+                self._refuse(addr, verdict)
+            elif verdict.reason:
+                self._note(log.debug, addr, verdict.reason)
         except Exception:
             log.failure("tftp {peer}: internal error handling a request", peer=addr)
-            self._reply_error(addr, codec.E_UNDEFINED, "internal error")
+            self.transport.write(codec.encode_error(codec.E_UNDEFINED, "internal error"), addr)
 
-    def _request(self, data: bytes, addr) -> None:
+    def _start(self, admit: Admit, addr) -> None:
+        req = admit.request
         try:
-            pkt = codec.decode(data)
-        except codec.ProtocolError as e:
-            if data[:2] != b"\x00\x05":
-                log.info("tftp {host}:{port}: malformed packet: {err}", host=addr[0],
-                         port=addr[1], err=e)
-                self._reply_error(addr, codec.E_ILLEGAL, f"illegal operation: {e}")
-            return
-        t = type(pkt)
-        if t is codec.Request:
-            if pkt.opcode == codec.WRQ:
-                self._refuse(addr, pkt, codec.E_ACCESS, "read-only server")
-            else:
-                self._read_request(data, pkt, addr)
-        elif t is codec.Error:
-            return
-        else:
-            # DATA/ACK/OACK to the listening port belong to no transfer.
-            self._reply_error(addr, codec.E_UNKNOWN_TID, "unknown transfer ID")
-
-    def _read_request(self, data: bytes, req: codec.Request, addr) -> None:
-        key = (addr, data)
-        if key in self.transfers:
-            log.debug("tftp {peer}: retransmitted RRQ ignored", peer=addr)
-            return
-        if req.mode not in ("octet", "netascii"):
-            self._refuse(addr, req, codec.E_ILLEGAL, f"unsupported mode {req.mode!r}")
-            return
-        host = addr[0]
-        if self.per_client.get(host, 0) >= self.max_per_client:
-            self._refuse(addr, req, codec.E_UNDEFINED, "too many transfers from this client")
-            return
-        if len(self.transfers) >= self.max_transfers:
-            # Stay silent: the client retransmits its RRQ and gets a slot when one frees
-            # (a boot storm recovers by itself; an error would make the ROM give up).
-            self.refused_busy += 1
-            log.debug("tftp {peer}: server busy, RRQ dropped", peer=addr)
-            return
-        try:
-            f = self.open_file(req.filename, host)
+            f = self.open_file(req.filename, addr[0])
         except FileUnavailable as e:
-            self._refuse(addr, req, e.code, e.message)
-            return
+            return self._refuse(addr, Refuse(e.code, e.message, req))
         try:
-            policy = self.policy
-            if req.mode == "netascii":
-                if f.size > NetasciiFile.MAX_SIZE:
-                    f.close()
-                    self._refuse(addr, req, codec.E_UNDEFINED,
-                                 "file too large for netascii mode, use octet")
-                    return
-                f = NetasciiFile(f, lookback=policy.max_windowsize * policy.max_blksize)
-            session = ReadSession(req, f.size, policy)
+            view = self.admission.view(req, f, self.policy)
+            if type(view) is Refuse:
+                f.close()
+                return self._refuse(addr, view)
+            session = ReadSession(req, view.size, self.policy)
             local = self.transport.getHost().host
-            sock = socket.socket(socket.AF_INET6 if ":" in local else socket.AF_INET,
-                                 socket.SOCK_DGRAM)
+            sock = socket.socket(socket.AF_INET6 if ":" in local else socket.AF_INET, socket.SOCK_DGRAM)
         except Exception:
             f.close()
             raise
         try:
             sock.setblocking(False)
-            # Same local address as the listener, so replies come from where the RRQ went.
-            sock.bind((local, 0))
+            sock.bind((local, 0))   # the listener's address: replies come from where the RRQ went
         except Exception:
             sock.close()
-            f.close()
+            view.close()
             raise
-        tr = Transfer(self, key, addr, req, f, session, sock)
-        self.transfers[key] = tr
-        self.per_client[host] = self.per_client.get(host, 0) + 1
+        self.transfers[admit.key] = tr = Transfer(self, admit.key, addr, view, session, sock)
+        self.admission.begin(addr[0])
         tr.begin()
 
-    def _refuse(self, addr, req: codec.Request, code: int, message: str) -> None:
-        self._reply_error(addr, code, message)
-        self._record(addr, req, None, 0, 0.0, 512, 1, (), 0, False, message)
+    def _refuse(self, addr, refusal: Refuse) -> None:
+        self.transport.write(codec.encode_error(refusal.code, refusal.message), addr)
+        if refusal.malformed is not None:
+            self._note(log.info, addr, "malformed packet", f": {refusal.malformed}")
+        if refusal.request is not None:
+            self._report(TransferRecord.refused(addr, refusal.request, refusal.message))
 
-    def _reply_error(self, addr, code: int, message: str) -> None:
-        self.transport.write(codec.encode_error(code, message), addr)
+    def _note(self, emit, addr, what: str, detail: str = "") -> None:
+        """One line per client and `what` a minute; the next says how many were hidden."""
+        hidden = self.throttle.admit((addr[0], what), self.reactor.seconds())
+        if hidden is not None:
+            emit("tftp {host}:{port}: {what}{detail}{more}", host=addr[0], port=addr[1], what=what,
+                 detail=detail, more=suffix(hidden))
 
     def _transfer_done(self, tr: Transfer, fin: Finish) -> None:
         del self.transfers[tr.key]
-        host = tr.peer[0]
-        left = self.per_client[host] - 1
-        if left:
-            self.per_client[host] = left
-        else:
-            del self.per_client[host]
-        s = tr.session
-        self._record(tr.peer, tr.request, s.size, s.bytes_acked,
-                     self.reactor.seconds() - tr.started, s.blksize, s.windowsize,
-                     s.neg.granted, s.retransmitted, fin.ok, fin.outcome)
+        self.admission.end(tr.peer[0])
+        self._report(tr.session.record(tr.peer, self.reactor.seconds() - tr.started, fin))
 
-    def _record(self, addr, req, size, nbytes, seconds, blksize, windowsize, options,
-                retrans, ok, outcome) -> None:
-        if self.on_finish is None:
-            return
-        rec = TransferRecord(addr[0], addr[1], req.filename, req.mode, size, nbytes, seconds,
-                             blksize, windowsize, options, retrans, ok, outcome)
-        try:
-            self.on_finish(rec)
-        except Exception:
-            log.failure("tftp: transfer hook failed")
+    def _report(self, record: TransferRecord) -> None:
+        if self.on_finish is not None:
+            try:
+                self.on_finish(record)
+            except Exception:
+                log.failure("tftp: transfer hook failed")
 
     def abort_all(self, message: str = "server shutting down") -> None:
         for tr in list(self.transfers.values()):

@@ -1,8 +1,10 @@
 """One TFTP read transfer as a pure state machine (RFC 1350 + 2347/2348/2349 + 7440).
 
-Packets and timer events go in with `now`; actions come out. The machine never touches file
-bytes: `SendBlocks(first, last)` names absolute block numbers (1-based, never wrapping) and the
-adapter reads `(n - 1) * blksize` onwards. Block numbers wrap to 16 bits only on the wire.
+Datagrams, packets and timer events go in with `now`; actions come out. The machine never
+touches file bytes: `SendBlocks(first, last)` names absolute block numbers (1-based, never
+wrapping) and the adapter reads `(n - 1) * blksize` onwards. Block numbers wrap to 16 bits only
+on the wire. At the end, `record` is the transfer's `TransferRecord` (the log line, the boot
+report, the metrics label).
 
 Sender rules that keep the server safe:
 - only an ACK that moves the acknowledged block forward causes sends, and never beyond
@@ -63,6 +65,65 @@ class Finish(NamedTuple):
 
 class OptionRefused(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """One RRQ at its end, served or refused: for the log line, the boot report and metrics."""
+    client: str
+    port: int
+    filename: str
+    mode: str
+    size: int | None          # None when the request was refused before a transfer began
+    bytes: int                # bytes acknowledged by the client
+    seconds: float
+    blksize: int
+    windowsize: int
+    options: tuple[tuple[str, str], ...]
+    retransmissions: int
+    ok: bool
+    outcome: str
+
+    @classmethod
+    def refused(cls, peer, request: codec.Request, message: str) -> "TransferRecord":
+        return cls(peer[0], peer[1], request.filename, request.mode, None, 0, 0.0, 512, 1, (), 0,
+                   False, message)
+
+    @property
+    def mbps(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+    @property
+    def kind(self) -> str:
+        """The outcome in one word (a metrics label): done | refused | probe | aborted |
+        stalled | failed. A probe: UEFI (EDK2) asks for tsize, then ends with error 8 before
+        downloading for real, which is no failure a sysadmin should chase."""
+        o = self.outcome
+        if self.ok:
+            return "done"
+        if self.size is None or o.startswith("option refused"):
+            return "refused"
+        if o.startswith("client refused the options"):
+            return "probe"
+        if o.startswith("client"):
+            return "aborted"
+        return "stalled" if o.startswith("timeout") else "failed"
+
+    def line(self) -> str:
+        opts = " ".join(f"{k}={v}" for k, v in self.options) or "no options"
+        return (f"TFTP {self.client}:{self.port} {self.filename!r} ({self.mode}): {self.bytes} bytes"
+                f" in {self.seconds:.3f} s ({self.mbps:.1f} MB/s) blksize={self.blksize}"
+                f" windowsize={self.windowsize} [{opts}] retransmissions={self.retransmissions}:"
+                f" {self.outcome}")
+
+
+_UNKNOWN_TID = codec.encode_error(codec.E_UNKNOWN_TID, "unknown transfer ID")
+
+
+def reply_to_stranger(data: bytes) -> bytes | None:
+    """RFC 1350: a datagram to a transfer's port from another TID gets error 5 and the
+    transfer carries on; an ERROR is never answered."""
+    return None if data[:2] == b"\x00\x05" else _UNKNOWN_TID
 
 
 def _int_option(name: str, value: str, lo: int, hi: int | None) -> int:
@@ -200,6 +261,17 @@ class ReadSession:
             return self._send_window(now)
         return ()
 
+    def on_datagram(self, data: bytes, now: float) -> tuple:
+        """A datagram from the transfer's peer. A malformed one is dropped: the timer covers it."""
+        block = codec.ack_block(data)   # the hot path: no decode, no allocation
+        if block is not None:
+            return self.on_ack(block, now)
+        try:
+            pkt = codec.decode(data)
+        except codec.ProtocolError:
+            return ()
+        return self.on_packet(pkt, now)
+
     def on_packet(self, p: codec.Packet, now: float) -> tuple:
         if self.state == _DONE:
             return ()
@@ -228,6 +300,19 @@ class ReadSession:
             self.retransmitted += 1
             return (SendPacket(self._oack), self._arm(now))
         return self._send_window(now, goback=True)
+
+    def abort(self, message: str, outcome: str) -> tuple:
+        """The server ends the transfer (shutdown, a read error): error 0 to the peer and
+        Finish; nothing once the transfer is done."""
+        if self.state == _DONE:
+            return ()
+        return self._fail(codec.E_UNDEFINED, message, outcome)
+
+    def record(self, peer, seconds: float, finish: Finish) -> TransferRecord:
+        r = self.request
+        return TransferRecord(peer[0], peer[1], r.filename, r.mode, self.size, self.bytes_acked,
+                              seconds, self.blksize, self.windowsize, self.neg.granted,
+                              self.retransmitted, finish.ok, finish.outcome)
 
     # ---- helpers ----
     def _arm(self, now: float) -> SetTimer:

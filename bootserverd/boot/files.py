@@ -102,6 +102,14 @@ class BootFiles:
         self._hot: dict[str, tuple[tuple, bytes]] = {}
         self._hot_bytes = 0
 
+    def reconfigure(self, root: Path) -> None:
+        """SIGHUP: serve from a new tftp.root; transfers in flight keep their open files."""
+        root = root.resolve()
+        if root != self.root:
+            self.root = root
+            self._hot.clear()
+            self._hot_bytes = 0
+
     def open(self, path: str, client_ip: str):
         parts = split_path(path)
         virtual = self._virtual(parts, client_ip)

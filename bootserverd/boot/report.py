@@ -73,7 +73,7 @@ class BootReport:
         self._add(boot, Event(now, "dhcp", f"ACK {ip}" + (f" ({lease.hostname})" if lease.hostname else "")))
 
     def tftp_transfer(self, record) -> None:
-        """TFTPService(on_transfer=): a tftp.protocol.TransferRecord."""
+        """TFTPService(on_transfer=): a tftp.session.TransferRecord."""
         what = f"TFTP {record.filename} {record.bytes} bytes"
         if not record.ok:
             what += f": {record.outcome}"
@@ -85,7 +85,7 @@ class BootReport:
         self._by_ip(record.client, Event(self.clock() - record.seconds, "http", what, record.ok, record.seconds))
 
     def nbd_session(self, record) -> None:
-        """NBDService(on_session=): a session ended (nbd.protocol.SessionRecord)."""
+        """NBDService(on_session=): a session ended (nbd.transmission.SessionRecord)."""
         what = f"NBD {record.export or '-'} closed after {record.bytes_sent} bytes: {record.reason}"
         host = record.client.rsplit(":", 1)[0]      # "host:port"
         self._by_ip(host, Event(self.clock() - record.seconds, "nbd", what, record.export is not None,

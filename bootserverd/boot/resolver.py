@@ -19,7 +19,7 @@ from bootserverd.model.objects import Device
 from bootserverd.model.snapshot import Inventory, Model
 from bootserverd.images.squashfs import describe_versions
 
-log = Logger(namespace="bootserverd.boot.resolver")
+log = Logger(namespace="bootserverd.boot")
 KERNEL_WARNINGS_MAX = 10000       # remembered (MAC, image, version) warnings; forgotten all at once past this
 
 
@@ -126,6 +126,12 @@ class BootResolver:
         self.model = model
         self.templates = templates or Templates(config.boot.templates or default_templates_dir())
         self._kernel_warned: set[tuple] = set()
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: the new server address, ports, loaders and templates apply to the next answer."""
+        if config.boot.templates != self.config.boot.templates:
+            self.templates = Templates(config.boot.templates or default_templates_dir())
+        self.config = config
 
     @property
     def address(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import warnings
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -175,7 +176,8 @@ class DhcpConfig:
     mode: str = field(default="server", metadata={"choices": ("server", "proxy")})
     interfaces: tuple[str, ...] = ()
     authoritative: bool = True
-    unknown_clients: str = field(default="allow", metadata={"choices": ("allow", "deny", "pxe-only")})
+    # MACs not in the inventory: allow (a pool address), deny (no answer) or pxe-only
+    unknown_mac_policy: str = field(default="allow", metadata={"choices": ("allow", "deny", "pxe-only")})
     subnets: tuple[SubnetConfig, ...] = ()
     listen_port: int = field(default=67, metadata={"min": 1, "max": 65535})
     proxy_port: int = field(default=4011, metadata={"min": 1, "max": 65535})
@@ -257,6 +259,12 @@ class Config:
 
 ConfigError = SchemaError
 
+# Renamed keys, still read under the old name with one warning per load: (section, old) → new.
+RENAMED = {
+    # read like boot.unknown_clients (the boot menu for unknown devices), a different setting
+    ("dhcp", "unknown_clients"): "unknown_mac_policy",
+}
+
 
 def load(path: Path) -> Config:
     """Load and validate; raises ConfigError listing every problem."""
@@ -272,13 +280,36 @@ def load(path: Path) -> Config:
     ctx = Context(path.resolve(), lines)
     if isinstance(data, dict) and "images" not in data:      # a bare scalar: build() says so
         ctx.problem("images", "is required (images.dir names the image directory)")
+    written_as = _rename_old_keys(data, ctx)
     config = build(Config, data, "", ctx)
     if config is not None:
         config = _with_path(config, path.resolve())
         _check_relations(config, ctx)
     if ctx.problems:
-        raise ConfigError(ctx.problems)
+        raise ConfigError([dataclasses.replace(p, key=written_as.get(p.key, p.key))
+                           for p in ctx.problems])
     return config
+
+
+def _rename_old_keys(data: Any, ctx: Context) -> dict[str, str]:
+    """Move each key of RENAMED found in `data` to its new name, warning once; returns new
+    dotted key → old, so a problem is reported under the name the file uses."""
+    written_as: dict[str, str] = {}
+    for (section, old), new in RENAMED.items():
+        part = data.get(section) if isinstance(data, dict) else None
+        if not isinstance(part, dict) or old not in part:
+            continue
+        old_key, new_key = f"{section}.{old}", f"{section}.{new}"
+        value = part.pop(old)
+        if new in part:
+            ctx.problem(old_key, f"is the old name of {new_key}, which is given too: remove it")
+            continue
+        part[new] = value
+        ctx.lines[new_key] = ctx.lines.get(old_key, 0)
+        written_as[new_key] = old_key
+        warnings.warn_explicit(f"{old_key} is now called {new_key}; the old name still works "
+                               f"but will go", FutureWarning, str(ctx.path), ctx.lines[new_key])
+    return written_as
 
 
 def _with_path(config: Config, path: Path) -> Config:

@@ -31,7 +31,7 @@ SUFFIX = ".rdiff"
 ZSYNC_SUFFIX = ".zsync"
 ZSYNC_RATE = 300e6              # bytes of image per second zsyncmake gets through: sets Retry-After
 BUILD_RATE = 150e6              # bytes of target image per second a builder gets through (measured
-                                # ~190 MB/s on 2 cores, docs/benchmarks-http.md): sets Retry-After
+                                # ~190 MB/s on 2 cores, docs/benchmarks.md): sets Retry-After
 FAILED_BACKOFF = 300.0          # a pair whose build failed is not retried for this long
 EXIT_NO_SPACE = 4               # the builder's exit status when the cache's disk is full
 
@@ -135,7 +135,7 @@ class DiffCache:
         self.max_bytes = max_bytes
         self.demand = demand
         self.python = python
-        self.log = log or Logger(namespace="bootserverd.images.diffs")
+        self.log = log or Logger(namespace="bootserverd.diffs")
         self.queue: list[tuple[str, object, object]] = []     # (key, source image, target image)
         self.running: dict[str, object] = {}                  # key → process transport
         self.failed: dict[str, Failure] = {}

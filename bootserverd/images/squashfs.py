@@ -18,6 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from bootserverd.model.validate import KERNEL_VERSION   # one rule for inventories and images
+
 MAGIC = b"hsqs"
 _LISTING = re.compile(r"^(?P<mode>[-dlcbps][-rwxsStT]{9})\s+\S+\s+(?P<size>\d+)\s+\S+\s+\S+\s(?P<path>.*)$")
 _VERSION = re.compile(r"(\d+)")
@@ -97,7 +99,6 @@ def version_key(name: str) -> list:
 
 
 # A version names cache files and URLs (vmlinuz-<v>): keep it to characters that are safe in both.
-KERNEL_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 
 
 @dataclass(frozen=True)

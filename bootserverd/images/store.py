@@ -25,7 +25,7 @@ from bootserverd.images import squashfs
 from bootserverd_client.fsutil import fsync_dir, sha256_file, write_atomically
 from bootserverd.model.objects import SAFE_IMAGE_NAME, parse_image_name
 
-log = Logger(namespace="bootserverd.images.store")
+log = Logger(namespace="bootserverd.images")
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,28 @@ class ImageStore:
     def published(self) -> list[Image]:
         return [self._images[name] for name in sorted(self._images)]
 
-    def subscribe(self, callback: Callable[[], None]) -> None:
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """callback() after every change of the published set; returns the unsubscribe."""
         self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def reconfigure(self, directory: Path, state_dir: Path, settle_seconds: float,
+                    rescan_interval: float) -> defer.Deferred:
+        """Apply images.* and server.state_dir in place (SIGHUP): whoever holds this store (NBD,
+        HTTP, the diff cache, the model) sees the new directory's images after the rescan;
+        images only the old directory had are retired, open NBD sessions keep their files."""
+        self.settle_seconds = settle_seconds
+        if (directory, state_dir / "boot", rescan_interval) == (self.directory, self.boot_cache,
+                                                                 self.rescan_interval):
+            return defer.succeed(None)
+        running = self._periodic is not None
+        self.stop()
+        self.directory, self.rescan_interval = directory, rescan_interval
+        self.boot_cache = state_dir / "boot"
+        self.hashes = HashCache(state_dir / "image-hashes.json")
+        self._rejected.clear()
+        log.info("image directory is now {dir}", dir=str(directory))
+        return self.start() if running else defer.succeed(None)
 
     # -- lifecycle --
     def start(self) -> defer.Deferred:
@@ -184,6 +204,7 @@ class ImageStore:
         for call in (self._scan_call, self._periodic):
             if call is not None and call.active():
                 call.cancel()
+        self._scan_call = self._periodic = None
         if self._notifier is not None:
             self._notifier.loseConnection()
             self._notifier = None
@@ -235,7 +256,7 @@ class ImageStore:
         found = self._candidates()
         now_ns = int(self._clock.seconds() * 1e9)
         changed = False
-        for name in [n for n in self._images if n not in found or found[n][1] != self._images[n].stamp]:
+        for name in [n for n, image in self._images.items() if found.get(n) != (image.path, image.stamp)]:
             image = self._images.pop(name)
             changed = True
             why = "removed" if name not in found else "replaced by a new file"

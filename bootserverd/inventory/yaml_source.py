@@ -1,8 +1,6 @@
-"""Inventory sources: where devices, schools and defaults come from.
-
-``InventorySource`` is the seam: the YAML file here, the LDAP replica in ldapsync/.
-A source delivers whole ``InventoryRecords`` values on the reactor thread; the app swaps them
-into the model.
+"""The YAML inventory file as an ``InventorySource`` (bootserverd.inventory.source): where
+devices, schools and defaults come from on a site without a directory. It delivers whole
+``InventoryRecords`` values on the reactor thread; the app swaps them into the model.
 """
 
 from __future__ import annotations
@@ -14,32 +12,18 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from bootserverd.model.objects import BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Rollout, School, normalize_mac
-
-from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.objects import (BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device,
+                                       InventoryRecords, Rollout, School, normalize_mac)
 from bootserverd.config.schema import Context, Problem, SchemaError, build, load_document
-from bootserverd.images.squashfs import KERNEL_VERSION
+from bootserverd.model.validate import hostname_problem, kernel_version_problem
 
-log = Logger(namespace="bootserverd.inventory.yaml_source")
-_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+log = Logger(namespace="bootserverd.inventory")
 
-
-class InventorySource(Protocol):
-    def load(self) -> InventoryRecords:
-        """Read the current content synchronously (start-up, check-config); raises on errors."""
-
-    def start(self, deliver: Callable[[InventoryRecords], None]) -> None:
-        """Begin following changes; ``deliver`` gets each new InventoryRecords on the reactor thread."""
-
-    def stop(self) -> None: ...
-
-    def reload(self) -> None:
-        """Re-read now (SIGHUP)."""
 
 
 def _mac(value: Any, ctx: Context) -> str:
@@ -47,16 +31,16 @@ def _mac(value: Any, ctx: Context) -> str:
 
 
 def _hostname(value: Any, ctx: Context) -> str:
-    if not isinstance(value, str) or not _HOSTNAME.match(value) or len(value) > 253:
-        raise ValueError(f"not a valid hostname: {value!r}")
+    problem = hostname_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
 def _kernel_version(value: Any, ctx: Context) -> str:
-    if isinstance(value, float):     # YAML reads 6.10 as 6.1: make the operator quote it
-        raise ValueError(f"write the kernel version in quotes, YAML read it as the number {value!r}")
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or not KERNEL_VERSION.match(str(value)):
-        raise ValueError(f"not a kernel version like 6.1.0-18-amd64 (the <v> of /boot/vmlinuz-<v>): {value!r}")
+    problem = kernel_version_problem(value)
+    if problem:
+        raise ValueError(problem)
     return str(value)
 
 
@@ -227,6 +211,7 @@ class YamlInventorySource:
         self._stamp = None
         self._deliver: Callable[[InventoryRecords], None] | None = None
         self._poller: LoopingCall | None = None
+        self._last_problem: str | None = None
 
     def _file_stamp(self):
         try:
@@ -254,6 +239,12 @@ class YamlInventorySource:
         self._stamp = None
         self._check()
 
+    def status(self) -> dict:
+        return {"source": "yaml", "file": str(self.path), "problem": self._last_problem}
+
+    def lag_seconds(self) -> float:
+        return 0.0
+
     def _check(self) -> None:
         stamp = self._file_stamp()
         if stamp == self._stamp:
@@ -262,8 +253,10 @@ class YamlInventorySource:
         try:
             directory = parse_inventory(self.path)
         except SchemaError as exc:
+            self._last_problem = str(exc).splitlines()[0] if str(exc) else "invalid"
             log.error("inventory {path} not applied, keeping the previous one:\n{problems}",
                       path=str(self.path), problems=str(exc))
             return
+        self._last_problem = None
         if self._deliver is not None:
             self._deliver(directory)

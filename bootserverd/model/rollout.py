@@ -73,7 +73,7 @@ def choose(inventory, device: Device | None, mac: str | None = None) -> Choice:
     """The image ``device`` (or an unregistered ``mac``) should run, with the reason."""
     mac = device.mac if device else mac
     assigned, next_image, rollout, level = _assignment(inventory, device)
-    releases = inventory.directory.releases
+    releases = inventory.records.releases
     if not next_image or next_image == assigned:
         return Choice(assigned, assigned, None, False, f"assigned by {level}")
     next_state = release_of(releases, next_image)

@@ -16,14 +16,14 @@ from bootserverd.model.rollout import choose
 class Inventory:
     """One immutable snapshot of everything the protocols need to answer a client."""
 
-    def __init__(self, directory: InventoryRecords, images: Mapping[str, object], server_image: str | None):
-        self.directory = directory
-        self.devices = directory.devices
-        self.schools = directory.schools
-        self.defaults = directory.defaults
+    def __init__(self, records: InventoryRecords, images: Mapping[str, object], server_image: str | None):
+        self.records = records
+        self.devices = records.devices
+        self.schools = records.schools
+        self.defaults = records.defaults
         self.images = MappingProxyType(dict(images))
         self.server_image = server_image
-        self._by_mac = directory.by_mac
+        self._by_mac = records.by_mac
 
     def device(self, mac: str) -> Device | None:
         return self._by_mac.get(mac)
@@ -63,19 +63,20 @@ class Model:
         self.inventory = inventory
         self._subscribers: list[Subscriber] = []
 
-    def subscribe(self, callback: Subscriber) -> None:
-        """callback(old, new) after every replacement."""
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """callback(old, new) after every replacement; returns the unsubscribe."""
         self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     def replace(self, inventory: Inventory) -> None:
         old, self.inventory = self.inventory, inventory
         for callback in list(self._subscribers):
             callback(old, inventory)
 
-    def update(self, directory: InventoryRecords | None = None, images: Mapping[str, object] | None = None,
+    def update(self, records: InventoryRecords | None = None, images: Mapping[str, object] | None = None,
                server_image: str | None | type(...) = ...) -> None:
         current = self.inventory
-        self.replace(Inventory(directory if directory is not None else current.directory,
+        self.replace(Inventory(records if records is not None else current.records,
                                images if images is not None else current.images,
                                current.server_image if server_image is ... else server_image))
 

@@ -3,7 +3,9 @@
 Text lines are ``LEVEL SYSTEM: message`` (with a timestamp unless journald adds its own);
 ``log_format: json`` writes one JSON object per line for machines. Twisted's own chatter
 ("Starting factory", "UDP port opened") is kept below the warning level out, and stdlib
-``logging`` of libraries is bridged in once.
+``logging`` of libraries is bridged in once. Every logger is named ``bootserverd.<system>``,
+the system being what a sysadmin filters on: app, tftp, nbd, http, dhcp, directory, images,
+diffs, boot, inventory.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class DeviceResource:
         answer = {
             "device": {"mac": device.mac, "hostname": device.hostname, "type": inventory.type_for(device)},
             "image": image.name, "size": image.size, "sha256": image.sha256,
-            "url": f"{base}/images/{image.name}.img", "release": release_of(inventory.directory.releases, image.name),
+            "url": f"{base}/images/{image.name}.img", "release": release_of(inventory.records.releases, image.name),
             "rollout": {"assigned": choice.assigned, "next_image": choice.next_image,
                         "in_rollout": choice.in_rollout, "reason": choice.reason},
             "current": current, "up_to_date": current == image.name, "diff": None,

@@ -139,8 +139,7 @@ class HTTPService(Service):
         window = config.diff_prebuild_window
         self._window = parse_window(window) if window else None
         self._prebuild_loop = None
-        # a change in the directory or the image set may change what devices need: build ahead
-        model.subscribe(lambda old, new: self._prebuild())
+        self._unsubscribe = None
         self._watch_gauges()
 
     def _prebuild(self) -> None:
@@ -160,7 +159,7 @@ class HTTPService(Service):
         m.watch(m.diff_builds_queued, lambda: len(self.diffs.queue))
 
     def release_state(self, name: str) -> str:
-        return release_of(self.model.inventory.directory.releases, name)
+        return release_of(self.model.inventory.records.releases, name)
 
     def _transfer_done(self, record: TransferRecord) -> None:
         self.transfers[record.outcome] = self.transfers.get(record.outcome, 0) + 1
@@ -203,12 +202,17 @@ class HTTPService(Service):
         # drop costs the client a 1 s retransmit); nginx uses 511
         self.port = self.reactor.listenTCP(listen.port, self.site, backlog=511, interface=listen.host)
         self.diffs.start()
+        # a change in the directory or the image set may change what devices need: build ahead
+        self._unsubscribe = self.model.subscribe(lambda old, new: self._prebuild())
         self._prebuild_loop = LoopingCall(self._prebuild)
         self._prebuild_loop.clock = self.reactor
         self._prebuild_loop.start(PREBUILD_INTERVAL, now=True)
 
     def stopService(self):
         super().stopService()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self.diffs.stop()
         if self._prebuild_loop is not None and self._prebuild_loop.running:
             self._prebuild_loop.stop()

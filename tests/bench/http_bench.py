@@ -232,7 +232,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--compare-size", type=int, default=256, help="MiB for the squashfs settings comparison")
     ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
-    ap.add_argument("--zsync", action="store_true", help="only the zsync comparison (docs/benchmarks-http2.md)")
+    ap.add_argument("--zsync", action="store_true", help="only the zsync comparison (docs/benchmarks.md)")
     a = ap.parse_args()
     work = a.keep or Path(tempfile.mkdtemp(prefix="http-bench-", dir="/var/tmp"))
     images = work / "images"

@@ -3,16 +3,20 @@ root (tests/integration/test_debian_package.py) in a chroot, and cached.
 
 Inside the chroot, apt installs linux-image-amd64, initramfs-tools, nbd-client, systemd-sysv,
 busybox and zstd (initramfs-tools' recommends: its scripts want busybox's tools; zstd is its
-default compressor). Nothing is installed on the host. The image boots with Debian's own
+default compressor) and our ``bootserverd-client`` package, built from this tree
+(tests/e2e/debs.py). Nothing is installed on the host. The image boots with Debian's own
 initramfs: klibc ``ipconfig`` (``ip=dhcp``), nbd-client's ``local-top/nbd`` (``nbdroot=``),
-a squashfs root mounted read-only, then OVERLAY (below) puts a tmpfs upper layer on it so
-systemd has a writable root. A unit wanted by multi-user.target prints
+a squashfs root mounted read-only; bootserverd-client's pieces add the nbd/squashfs/overlay
+modules (its hook), wait for the link before DHCP (``init-premount/bootserverd-link``) and put
+a tmpfs upper layer on the root (``local-bottom/bootserverd-overlay``) so systemd has a
+writable root. A unit wanted by multi-user.target prints
 
     BOOTSERVERD-E2E-MARKER hostname=<DHCP option 12> version=<from /etc/image-version> multi-user=active
 
 on the serial console. The squashfs uses docs/images.md's settings. The cache entry is keyed
-by this file, the minbase tarball and the package versions apt would install; it is built in
-a temporary directory next to it and renamed into place.
+by this file's recipe, the minbase tarball, the package versions apt would install and the
+bootserverd-client package's inputs (debs.client_key); it is built in a temporary directory
+next to it and renamed into place.
 
     python tests/e2e/debian_image.py         # prints the image path
 """
@@ -56,61 +60,14 @@ FAILURES = ("Kernel panic", "ALERT!", "Dropping to a shell", "emergency mode", "
 
 # initramfs-tools' conf.d: network drivers and the base set, not every block driver (MODULES=most
 # makes a 3x larger initrd that TCG needs seconds to unpack); the NBD root needs no disk driver.
+# The image's choice, not bootserverd-client's: a laptop that boots the image from its disk
+# needs its disk drivers.
 INITRAMFS_CONF = """\
 MODULES=netboot
 """
-
-# initramfs-tools hook: the modules the NBD + squashfs + overlay root needs, whatever MODULES says.
-HOOK = """\
-#!/bin/sh
-PREREQ=""
-case "$1" in prereqs) echo "$PREREQ"; exit 0;; esac
-. /usr/share/initramfs-tools/hook-functions
-manual_add_modules nbd squashfs overlay
-"""
-
-# The read-only root's writable layer (docs/images.md): after local-top/nbd attached /dev/nbd0
-# and init mounted the squashfs on ${rootmnt}, move it aside and mount an overlay with a tmpfs
-# upper layer in its place. Both live under /run, which init moves into the new root, so the
-# running system sees them at /run/bootserverd. Writes go to RAM; the image is never written.
-OVERLAY = """\
-#!/bin/sh
-PREREQ=""
-case "$1" in prereqs) echo "$PREREQ"; exit 0;; esac
-case "${ROOT}" in /dev/nbd*) ;; *) exit 0;; esac
-. /scripts/functions
-log_begin_msg "bootserverd: tmpfs overlay on the read-only root"
-modprobe -q overlay
-mkdir -p /run/bootserverd/image /run/bootserverd/rw
-mount -n -o move "${rootmnt}" /run/bootserverd/image || panic "bootserverd: cannot move the root aside"
-mount -n -t tmpfs -o mode=0755 tmpfs /run/bootserverd/rw
-mkdir -p /run/bootserverd/rw/upper /run/bootserverd/rw/work
-mount -n -t overlay -o lowerdir=/run/bootserverd/image,upperdir=/run/bootserverd/rw/upper,workdir=/run/bootserverd/rw/work \\
-    overlay "${rootmnt}" || panic "bootserverd: cannot mount the overlay root"
-log_end_msg
-"""
-
-# klibc ipconfig (ip=dhcp) sends its first DHCPDISCOVER the moment it sets the NIC up, before
-# the kernel has the link ready, so that packet is dropped and ipconfig retries only ~10 s later.
-# Bring the NICs up first and wait (at most 5 s) until one is operationally up.
-LINK = """\
-#!/bin/sh
-PREREQ=""
-case "$1" in prereqs) echo "$PREREQ"; exit 0;; esac
-case " $(cat /proc/cmdline) " in *" ip=dhcp "*|*" ip=on "*|*" ip=any "*) ;; *) exit 0;; esac
-for dev in /sys/class/net/*; do
-    [ "${dev##*/}" = lo ] || ip link set "${dev##*/}" up
-done
-n=0
-while [ $n -lt 50 ]; do
-    for dev in /sys/class/net/*; do
-        [ "${dev##*/}" != lo ] && [ "$(cat "$dev/operstate")" = up ] && exit 0
-    done
-    sleep 0.1
-    n=$((n + 1))
-done
-exit 0
-"""
+# what bootserverd-client must have put into the initrd (checked before the image is squashed)
+IN_INITRD = ("scripts/init-premount/bootserverd-link", "scripts/local-bottom/bootserverd-overlay",
+             "/kernel/fs/overlayfs/overlay.ko", "/kernel/fs/squashfs/squashfs.ko", "/kernel/drivers/block/nbd.ko")
 
 MARKER_SCRIPT = f"""\
 #!/bin/sh
@@ -152,10 +109,10 @@ def _key() -> str:
     base = minbase_tarball()
     st = base.stat()
     # the recipe, not the whole file: a new failure pattern must not cost a rebuild
-    recipe = [PACKAGES, SOURCES, MKSQUASHFS, INITRAMFS_CONF, HOOK, OVERLAY, LINK, MARKER_SCRIPT, MARKER_UNIT, VERSION,
-              *(inspect.getsource(f) for f in (_build, _prepare, _finish))]
+    recipe = [PACKAGES, SOURCES, MKSQUASHFS, INITRAMFS_CONF, IN_INITRD, MARKER_SCRIPT, MARKER_UNIT, VERSION,
+              *(inspect.getsource(f) for f in (_build, _prepare, _finish, _check_initrd))]
     # JSON, not repr: the memo hands back lists where a fresh answer has tuples
-    text = json.dumps([versions, st.st_size, st.st_mtime_ns, recipe])
+    text = json.dumps([versions, st.st_size, st.st_mtime_ns, debs.client_key(), recipe])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -180,13 +137,19 @@ def _build(target: Path) -> None:
     root = work / "root"
     root.mkdir()
     try:
+        client = debs.client_deb()
         subprocess.run(["tar", "-xf", str(minbase_tarball()), "-C", str(root)], check=True, timeout=600)
         _prepare(root)
+        shutil.copy(client, root / "tmp" / client.name)
         with _mounted(root):
+            # one apt run: the kernel's initrd is (re)made once every hook and script is in place
+            # (bootserverd-client's update-initramfs trigger runs at the end if it came last)
             _in_root(root, "apt-get -o DPkg::Lock::Timeout=600 update -qq && "
-                           "apt-get install -y -qq --no-install-recommends " + " ".join(PACKAGES))
+                           "apt-get install -y -qq --no-install-recommends " + " ".join(PACKAGES) +
+                           f" /tmp/{client.name} && rm /tmp/{client.name}")
             _in_root(root, "systemctl enable bootserverd-e2e-marker.service && systemctl mask systemd-firstboot.service"
                            " && apt-get clean")
+            _check_initrd(root)
         _finish(root)
         partial = work / "image.partial"
         subprocess.run(["mksquashfs", str(root), str(partial), *MKSQUASHFS, "-quiet", "-no-progress"],
@@ -210,11 +173,21 @@ def _prepare(root: Path) -> None:
     _write(root / "etc/kernel-img.conf", "do_symlinks = yes\nlink_in_boot = yes\n")
     # before the kernel's postinst runs update-initramfs
     _write(root / "etc/initramfs-tools/conf.d/bootserverd", INITRAMFS_CONF)
-    _write(root / "etc/initramfs-tools/hooks/bootserverd", HOOK, 0o755)
-    _write(root / "etc/initramfs-tools/scripts/local-bottom/bootserverd-overlay", OVERLAY, 0o755)
-    _write(root / "etc/initramfs-tools/scripts/init-premount/bootserverd-link", LINK, 0o755)
     _write(root / "usr/local/sbin/bootserverd-e2e-marker", MARKER_SCRIPT, 0o755)
     _write(root / "etc/systemd/system/bootserverd-e2e-marker.service", MARKER_UNIT)
+
+
+def _check_initrd(root: Path) -> None:
+    """bootserverd-client's pieces are in the kernel's initrd: a missing one fails here, not as
+    a boot that hangs in qemu."""
+    # by its real name: lsinitramfs given the /boot/initrd.img link fails ("premature end of archive")
+    initrd = os.path.join("/boot", os.readlink(root / "boot/initrd.img"))
+    listing = subprocess.run(["chroot", str(root), "lsinitramfs", initrd], capture_output=True,
+                             text=True, timeout=300, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    missing = [want for want in IN_INITRD if want not in listing.stdout]
+    if listing.returncode != 0 or missing:
+        raise RuntimeError(f"the image's initrd lacks {missing} (lsinitramfs exit {listing.returncode}): "
+                           f"{listing.stderr[-2000:]}")
 
 
 def _finish(root: Path) -> None:

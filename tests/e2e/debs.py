@@ -1,18 +1,27 @@
 """Debian packages for the end-to-end images: fetched with ``apt-get download`` into a cache
-outside the repo and unpacked with ``dpkg-deb -x``; nothing is installed on the host."""
+outside the repo and unpacked with ``dpkg-deb -x``; nothing is installed on the host. Our own
+``bootserverd-client`` is built from this tree (tools/build-deb) and cached by its inputs."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 CACHE = Path(os.environ.get("BOOTSERVERD_E2E_CACHE", "/var/cache/bootserverd-tests/e2e"))
 DEBS = CACHE / "debs"
+REPO = Path(__file__).resolve().parents[2]
+# What makes the bootserverd-client .deb (debian/bootserverd-client.install names its files):
+# a change in any of these is a new package, so a new cache key for the images that install it.
+CLIENT_INPUTS = ("bootserverd_client/", "client/", "debian/bootserverd-client", "debian/control", "debian/rules",
+                 "debian/changelog", "debian/copyright", "debian/source/", "debian/wrappers/bootserverd-image-update",
+                 "debian/bootserverd-image-update.1", "tools/build-deb")
 
 
 def _run(argv: list[str], timeout: float = 600, **kw) -> str:
@@ -131,3 +140,44 @@ def unpacked(deb: Path) -> Path:
             partial.rename(root)
             (root / ".complete").touch()
     return root
+
+
+def client_key() -> str:
+    """sha256 over the client package's inputs in the tree (committed or not): path, mode, bytes."""
+    listed = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, timeout=60)
+    digest = hashlib.sha256()
+    for name in sorted(set(listed.split("\0")) - {""}):
+        path = REPO / name
+        if name.startswith(CLIENT_INPUTS) and path.is_file():
+            data = path.read_bytes()
+            if name == "debian/control":          # the server's paragraph is not the client's
+                data = b"\n\n".join(p for p in re.split(rb"\n\s*\n", data)
+                                     if not p.lstrip().startswith(b"Package:")
+                                     or p.lstrip().startswith(b"Package: bootserverd-client\n"))
+            digest.update(f"{name}\0{path.stat().st_mode & 0o111:o}\0".encode())
+            digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()[:16]
+
+
+def client_deb() -> Path:
+    """The bootserverd-client .deb built from this tree (tools/build-deb: dpkg-buildpackage +
+    lintian), once per set of inputs, kept in the cache."""
+    key = client_key()
+    out = CACHE / f"client-deb-{key}"
+
+    def found() -> Path | None:
+        debs = sorted(out.glob("bootserverd-client_*_all.deb"))
+        return debs[0] if debs else None
+
+    if found():
+        return found()
+    with locked("client-deb"):
+        if not found():
+            partial = CACHE / f".client-deb-{key}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            _run([str(REPO / "tools" / "build-deb"), str(partial)], timeout=1200, cwd=REPO)
+            for entry in partial.iterdir():       # keep the .debs and the logs, not the build tree
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+            partial.rename(out)       # earlier keys stay: ~100 kB each, and another tree may want them
+    return found()

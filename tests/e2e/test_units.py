@@ -106,16 +106,6 @@ def test_ipxe_loaders_are_recognised():
         assert not is_ipxe_loader(name), name
 
 
-def test_ipxe_rom_runs_the_configured_non_ipxe_loader():
-    from tests.unit.test_resolver import KNOWN, make_resolver
-    from bootserverd.config.settings import BootConfig
-    loaders = dataclasses.replace(BootConfig().loaders, bios="pxelinux.0", efi64="grubnetx64.efi")
-    resolver = make_resolver(boot=BootConfig(loaders=loaders))
-    assert resolver.resolve(KNOWN, 0, ipxe=True).bootfile == "pxelinux.0"
-    assert resolver.resolve(KNOWN, 7, ipxe=True).bootfile == "grubnetx64.efi"
-    assert make_resolver().resolve(KNOWN, 0, ipxe=True).bootfile.endswith(".ipxe")
-
-
 def test_newc_archive_unpacks_with_modes_and_links(tmp_path):
     tree = tmp_path / "tree"
     (tree / "bin").mkdir(parents=True)

@@ -31,7 +31,7 @@ RESERVED = frozenset(A(d.ip) for d in INVENTORY.devices if d.ip)
 
 
 def _machine(mode: str, unknown: str) -> Machine:
-    return Machine(Policy(mode=mode, unknown_clients=unknown, subnets=SUBNETS,
+    return Machine(Policy(mode=mode, unknown_mac_policy=unknown, subnets=SUBNETS,
                           server_address=A("10.0.0.1")),
                    LeaseTable(), RESOLVER.resolve,
                    lambda mac: A(d.ip) if (d := INVENTORY.device(mac)) and d.ip else None,

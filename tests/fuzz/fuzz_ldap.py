@@ -23,7 +23,8 @@ from tests.fuzz.harness import Fdp
 with harness.instrumented("ldapsync", "bootserverd.model", "bootserverd.boot.resolver"):
     from bootserverd.model.snapshot import Inventory, Model
     from ldapsync import snapshot
-    from ldapsync.mapping import _HOSTNAME, PROFILES, DirectoryView
+    from ldapsync.mapping import PROFILES, DirectoryView
+    from bootserverd.model.validate import HOSTNAME
 
 from tests.fuzz.world import make_resolver
 
@@ -60,7 +61,7 @@ def _check_directory(directory) -> None:
     macs = [d.mac for d in directory.devices]
     assert len(macs) == len(set(macs)), macs
     for device in directory.devices:
-        assert device.hostname is None or _HOSTNAME.match(device.hostname), device.hostname
+        assert device.hostname is None or HOSTNAME.match(device.hostname), device.hostname
         if device.ip is not None:
             ipaddress.IPv4Address(device.ip)
     model = Model(Inventory(directory, IMAGES, None))

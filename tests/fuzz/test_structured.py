@@ -130,7 +130,7 @@ SECTIONS = {"server": ("address", "state_dir", "log_format", "log_level", "user"
             "tftp": ("enabled", "listen", "root", "max_blksize", "max_windowsize", "timeout", "retries"),
             "nbd": ("enabled", "listen", "max_connections", "handshake_timeout"),
             "http": ("enabled", "listen", "stall_timeout", "diff_prebuild_window"),
-            "dhcp": ("enabled", "mode", "interfaces", "subnets", "unknown_clients", "decline_hold"),
+            "dhcp": ("enabled", "mode", "interfaces", "subnets", "unknown_mac_policy", "decline_hold"),
             "inventory": ("source", "file", "ldap", "poll_interval")}
 section = st.sampled_from(sorted(SECTIONS)).flatmap(
     lambda name: st.tuples(st.just(name), st.dictionaries(st.sampled_from(SECTIONS[name]),

@@ -1,8 +1,11 @@
 """Helpers for the NBD integration tests and benchmark.
 
 Run as a script it starts bootserverd's NBD service over a directory of *.img files
-(``python nbd_support.py DIR [--max-per-client N] [--handshake-timeout S]``) and prints
-``PORT <n>`` once listening; the tests start it with Popen and stop it by that PID.
+(``python nbd_support.py DIR [--max-per-client N] [--handshake-timeout S] [--observe]``) and
+prints ``PORT <n>`` once listening (``PORT <n> HTTP <m>`` with --observe: the service then
+counts into a Metrics registry and an HTTP port on 127.0.0.1 serves ``/metrics`` and
+``/sessions``, its status() and live_sessions() as JSON); the tests start it with Popen and
+stop it by that PID.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import os
 import random
 import socket
@@ -17,6 +21,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,8 +88,8 @@ class DirImages:
             return None
         return self._image(self.dir / f"{name}.img")
 
-    def subscribe(self, callback) -> None:
-        pass
+    def subscribe(self, callback):
+        return lambda: None          # nothing ever changes behind the directory listing
 
 
 class Server:
@@ -101,7 +106,26 @@ class Server:
         if not line.startswith("PORT "):
             self.stop()
             raise RuntimeError(f"NBD server did not start: {line!r}\n{self.log_text()}")
-        self.port = int(line.split()[1])
+        words = line.split()
+        self.port = int(words[1])
+        self.http_port = int(words[3]) if len(words) > 3 else None   # --observe
+
+    def get(self, path: str) -> bytes:
+        """GET /metrics or /sessions from a server started with --observe."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as answer:
+            return answer.read()
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of /metrics (None when the series does not exist yet)."""
+        from prometheus_client.parser import text_string_to_metric_families
+        for family in text_string_to_metric_families(self.get("/metrics").decode()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return None
+
+    def sessions(self) -> dict:
+        return json.loads(self.get("/sessions"))
 
     def uri(self, name: str = "") -> str:
         return f"nbd://127.0.0.1:{self.port}/{name}"
@@ -198,6 +222,28 @@ def read_option_reply(s: socket.socket):
     return opt, typ, recv_exact(s, n)
 
 
+def listen_observer(reactor, service, metrics) -> int:
+    """--observe: an HTTP port on 127.0.0.1 serving /metrics (the Prometheus text, as the daemon
+    does) and /sessions (the service's status() and live_sessions() as JSON); returns the port."""
+    from dataclasses import asdict
+
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    class Observer(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            if request.path == b"/metrics":
+                request.setHeader(b"Content-Type", metrics.content_type.encode())
+                return metrics.render()
+            request.setHeader(b"Content-Type", b"application/json")
+            return json.dumps({"status": service.status(),
+                               "live": [asdict(s) for s in service.live_sessions()]}).encode()
+
+    return reactor.listenTCP(0, Site(Observer()), interface="127.0.0.1").getHost().port
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("directory")
@@ -206,6 +252,7 @@ def main() -> None:
     ap.add_argument("--handshake-timeout", type=float, default=10.0)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="warnings only (benchmark)")
+    ap.add_argument("--observe", action="store_true", help="metrics, and /metrics and /sessions over HTTP")
     args = ap.parse_args()
 
     from twisted.internet import reactor
@@ -223,9 +270,14 @@ def main() -> None:
                        max_connections=args.max_connections,
                        max_connections_per_client=args.max_per_client,
                        handshake_timeout=args.handshake_timeout)
-    service = NBDService(config, DirImages(args.directory), reactor=reactor)
+    metrics = None
+    if args.observe:
+        from bootserverd.ops.metrics import Metrics
+        metrics = Metrics()
+    service = NBDService(config, DirImages(args.directory), reactor=reactor, metrics=metrics)
     service.startService()
-    print(f"PORT {service.address[1]}", flush=True)
+    observer = f" HTTP {listen_observer(reactor, service, metrics)}" if args.observe else ""
+    print(f"PORT {service.address[1]}{observer}", flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
 

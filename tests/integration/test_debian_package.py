@@ -1,5 +1,7 @@
-"""The Debian package: built with dpkg-buildpackage, lintian-clean, installed with apt into a
-clean Debian 12 root made by debootstrap, and run there (the package's own autopkgtest).
+"""The Debian packages: built with dpkg-buildpackage, lintian-clean (no errors, no warnings),
+each installed with apt into its own clean Debian 12 root made by debootstrap and run there:
+the server (``bootserverd``, the package's own autopkgtest) and what goes into the OS image
+(``bootserverd-client``: the updater, its two units, the initramfs-tools pieces).
 
 The minbase root is cached between runs in /var/cache/bootserverd-tests (outside the repo);
 each run unpacks a fresh copy, so nothing from an earlier install is left in it.
@@ -40,13 +42,23 @@ def minbase_tarball() -> Path:
 
 
 @pytest.fixture(scope="module")
-def deb() -> Path:
-    proc = subprocess.run([str(REPO / "tools" / "build-deb")], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+def debs(tmp_path_factory) -> dict[str, Path]:
+    """Both binary packages, built in a directory of this run's own (not build/deb: another
+    engineer's `make deb` would remove it under us). Lintian: no errors and no warnings."""
+    out = tmp_path_factory.mktemp("deb")
+    proc = subprocess.run([str(REPO / "tools" / "build-deb"), str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lintian = (REPO / "build" / "deb" / "lintian.log").read_text()
-    assert not [line for line in lintian.splitlines() if line.startswith("E:")], lintian
-    return REPO / proc.stdout.strip().splitlines()[-1]
+    lintian = (out / "lintian.log").read_text()
+    assert not [line for line in lintian.splitlines() if line[:2] in ("E:", "W:")], lintian
+    server, client = (Path(line) for line in proc.stdout.strip().splitlines()[-2:])
+    assert server.name.startswith("bootserverd_") and client.name.startswith("bootserverd-client_"), proc.stdout
+    return {"bootserverd": server, "bootserverd-client": client}
+
+
+@pytest.fixture(scope="module")
+def deb(debs) -> Path:
+    return debs["bootserverd"]
 
 
 @pytest.fixture
@@ -80,6 +92,11 @@ def test_package_installs_with_apt_into_clean_debian_and_serves(deb, chroot):
                                 f"apt-get install -y -qq --no-install-recommends /tmp/{deb.name} curl")
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     assert in_root(chroot, "command -v pip pip3 || true").stdout.strip() == ""   # Depends were enough
+    # the updater is bootserverd-client's; the server keeps the stdlib module it imports
+    files = in_root(chroot, "dpkg -L bootserverd").stdout.splitlines()
+    assert "/usr/share/bootserverd/bootserverd_client/fsutil.py" in files, files
+    assert not [f for f in files if "image-update" in f or f.endswith("/updater.py")], files
+    assert "/usr/share/bootserverd/services/http/__init__.py" in files, files
     state = in_root(chroot, "stat -c '%U %a' /var/lib/bootserverd; getent passwd bootserverd")
     assert state.stdout.splitlines()[0] == "bootserverd 750", state.stdout
     check = in_root(chroot, "bootserverd check-config --config /etc/bootserverd/bootserverd.yaml")
@@ -90,6 +107,57 @@ def test_package_installs_with_apt_into_clean_debian_and_serves(deb, chroot):
     assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-3000:]
     assert "running as bootserverd:bootserverd" in smoke.stdout + smoke.stderr
     purged = in_root(chroot, f"apt-get purge -y -qq bootserverd && test ! -e /var/lib/bootserverd")
+    assert purged.returncode == 0, purged.stdout[-2000:] + purged.stderr[-2000:]
+
+
+CLIENT_FILES = (
+    "/usr/bin/bootserverd-image-update",
+    "/usr/share/bootserverd-client/bootserverd_client/updater.py",
+    "/usr/share/bootserverd-client/bootserverd_client/fsutil.py",
+    "/lib/systemd/system/bootserverd-image-boot-check.service",
+    "/lib/systemd/system/bootserverd-image-mark-good.service",
+    "/usr/share/initramfs-tools/hooks/bootserverd-client",
+    "/usr/share/initramfs-tools/scripts/init-premount/bootserverd-link",
+    "/usr/share/initramfs-tools/scripts/local-bottom/bootserverd-overlay",
+)
+WANTS = "/etc/systemd/system/multi-user.target.wants"
+
+
+def test_client_package_installs_alone_with_its_units_enabled_and_the_updater_runs(debs, chroot):
+    deb = debs["bootserverd-client"]
+    shutil.copy(deb, chroot / "tmp" / deb.name)
+    installed = in_root(chroot, f"apt-get -o DPkg::Lock::Timeout=600 update -qq && "
+                                f"apt-get install -y -qq --no-install-recommends /tmp/{deb.name}")
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    # the image side: no server, no pip; the updater's tools (rdiff) and initramfs-tools came along
+    assert in_root(chroot, "dpkg -s bootserverd").returncode != 0
+    assert in_root(chroot, "command -v pip pip3 || true").stdout.strip() == ""
+    assert in_root(chroot, "command -v rdiff && command -v update-initramfs").returncode == 0
+    files = in_root(chroot, "dpkg -L bootserverd-client").stdout.splitlines()
+    assert set(CLIENT_FILES) <= set(files), files
+    scripts = in_root(chroot, "test -x /usr/share/initramfs-tools/hooks/bootserverd-client && "
+                              "test -x /usr/share/initramfs-tools/scripts/init-premount/bootserverd-link && "
+                              "test -x /usr/share/initramfs-tools/scripts/local-bottom/bootserverd-overlay")
+    assert scripts.returncode == 0
+    # the initrd is rebuilt whenever the package comes, changes or goes (dh_installinitramfs)
+    triggers = in_root(chroot, "cat /var/lib/dpkg/info/bootserverd-client.triggers").stdout
+    assert "activate-noawait update-initramfs" in triggers, triggers
+    # both units enabled by the package (not started: policy-rc.d, and --no-start anyway)
+    enabled = in_root(chroot, f"readlink {WANTS}/bootserverd-image-boot-check.service "
+                              f"{WANTS}/bootserverd-image-mark-good.service")
+    assert enabled.stdout.split() == ["/lib/systemd/system/bootserverd-image-boot-check.service",
+                                      "/lib/systemd/system/bootserverd-image-mark-good.service"], enabled
+    # the installed command, as the units run it: a trial image gets one boot to be marked good
+    state = '{"current": "a", "current_sha256": "1", "backup": "b", "backup_sha256": "2", "trial": true}'
+    run = in_root(chroot, f"mkdir -p /images && echo '{state}' > /images/bootserverd-images.json && "
+                          f": > /images/a.img && : > /images/b.img && "
+                          f"bootserverd-image-update --boot-check && bootserverd-image-update --mark-good && "
+                          f"bootserverd-image-update --status && bootserverd-image-update --help")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "a marked good" in run.stdout and '"trial": false' in run.stdout, run.stdout
+    assert "--server" in run.stdout
+    purged = in_root(chroot, f"apt-get purge -y -qq bootserverd-client && test ! -e {WANTS}/bootserverd-image-mark-good.service"
+                             f" && test ! -e /usr/share/initramfs-tools/scripts/local-bottom/bootserverd-overlay")
     assert purged.returncode == 0, purged.stdout[-2000:] + purged.stderr[-2000:]
 
 

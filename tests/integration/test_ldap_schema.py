@@ -9,7 +9,7 @@ import pytest
 
 from slapd_support import BASE, REPO, SCHEMA_DIR, Slapd, device_attrs, standard_schemas
 
-SCHEMA = REPO / "etc" / "ldap" / "bootserverd.config.schema"
+SCHEMA = REPO / "etc" / "ldap" / "bootserverd.schema"
 LDIF = REPO / "etc" / "ldap" / "bootserverd.ldif"
 
 

@@ -92,7 +92,7 @@ class Harness:
                                                                 state_dir=tmp_path)), self.model)
 
     def start(self):
-        self.source.start(lambda d: self.model.update(directory=d))
+        self.source.start(lambda d: self.model.update(records=d))
         return self
 
     def device(self, mac):

@@ -124,12 +124,20 @@ def test_tftp_hpa_octet_and_netascii(server, files, tmp_path):
     server.wait_log("'sub/boot.cfg' (netascii)")
 
 
-def test_tftpy_client(server, files, tmp_path):
+DONE = 'bootserverd_transfers_total{outcome="done",service="tftp"}'
+SENT = 'bootserverd_sent_bytes_total{service="tftp"}'
+
+
+def test_tftpy_client_and_the_metrics_count_it(server, files, tmp_path):
     root, _ = files
     out = tmp_path / "out"
+    before = server.metrics()
     c = tftpy.TftpClient("127.0.0.1", server.port, options={"blksize": 1468, "tsize": 0})
     c.download("mid.bin", str(out), timeout=5)
     assert sha(out) == sha(root / "mid.bin")
+    size = (root / "mid.bin").stat().st_size
+    server.wait_metric(DONE, before.get(DONE, 0) + 1)
+    server.wait_metric(SENT, before[SENT] + size)
 
 
 def test_backslash_and_leading_slash(server, files, tmp_path):
@@ -158,10 +166,22 @@ def test_32_concurrent_transfers(server, files, tmp_path):
     assert all(sha(tmp_path / f"c{i}") == want for i in range(32))
 
 
-def test_not_found_is_error_1_and_logged(server, tmp_path):
+def test_not_found_is_error_1_logged_and_counted(server, tmp_path):
+    refused = 'bootserverd_transfers_total{outcome="refused",service="tftp"}'
+    before = server.metrics().get(refused, 0)
     r = run(["curl", "-sS", "-o", str(tmp_path / "x"), url(server, "nope.bin")])
     assert r.returncode == 68, r.stderr     # CURLE_TFTP_NOTFOUND: our error 1
     server.wait_log("'nope.bin' (octet)")
+    assert server.metrics()[refused] == before + 1
+
+
+def test_a_repeated_refusal_is_one_line_with_a_count(server, tmp_path):
+    for _ in range(3):
+        r = run(["curl", "-sS", "-o", str(tmp_path / "x"), url(server, "again.bin")])
+        assert r.returncode == 68, r.stderr
+    run(["curl", "-sS", "-o", str(tmp_path / "x"), url(server, "after.bin")])   # the server
+    server.wait_log("'after.bin' (octet)")                                        # is past them
+    assert server.log().count("'again.bin' (octet)") == 1
 
 
 def test_write_request_refused_and_nothing_written(server, files, tmp_path):

@@ -127,6 +127,21 @@ def test_malformed_gets_error_4(client, raw):
     assert isinstance(p, Error) and p.code == codec.E_ILLEGAL
 
 
+def test_malformed_packets_from_one_client_are_one_log_line(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    s = Server(root)
+    c = RawClient(s.port)
+    try:
+        for raw in (b"\x00", b"\x00\x09junk", b"\x00\x01x"):
+            c.send(raw)
+            assert c.recv()[0].code == codec.E_ILLEGAL     # each is answered
+        assert s.wait_log("malformed packet").count("malformed packet") == 1
+    finally:
+        c.close()
+        s.stop()
+
+
 def test_unknown_mode_and_stray_packets(client):
     client.rrq("f.bin", mode="mail")
     p, _ = client.recv()

@@ -1,7 +1,8 @@
 """Helpers for the TFTP integration tests and benchmark.
 
 Run as a script it starts a bootserverd TFTP service over a directory (on a free loopback
-port) and prints "PORT <n>" once listening; transfer log lines go to stderr:
+port) and prints "PORT <n> METRICS <m>" once listening (m: an HTTP port serving the service's
+/metrics); transfer log lines go to stderr:
 
     python tests/integration/tftp_support.py --root DIR [--max-blksize N] [--inventory JSON]
 
@@ -63,7 +64,8 @@ class Server:
         if not line.startswith("PORT "):
             self.stop()
             raise RuntimeError(f"TFTP server failed to start: {line!r} {self.log()}")
-        self.port = int(line.split()[1])
+        words = line.split()
+        self.port, self.metrics_port = int(words[1]), int(words[3])
 
     def log(self) -> str:
         self._log.flush()
@@ -77,6 +79,28 @@ class Server:
                 return text
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} not in server log:\n{self.log()}")
+
+    def metrics(self) -> dict[str, float]:
+        """The service's Prometheus samples, by name with labels."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = 5.0) -> float:
+        """The sample once it reaches `at_least` (a transfer is counted when its last ACK is in)."""
+        end = time.monotonic() + timeout
+        while True:
+            value = self.metrics().get(name, 0.0)
+            if value >= at_least or time.monotonic() > end:
+                assert value >= at_least, f"{name} = {value}, wanted at least {at_least}"
+                return value
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -124,6 +148,10 @@ def main(argv=None) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver, LogLevel, \
         FilteringLogObserver, LogLevelFilterPredicate
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+    from bootserverd.ops.metrics import Metrics
+    from services.http.metrics import MetricsResource
     from services.tftp import TFTPService
 
     level = LogLevel.warn if a.quiet else LogLevel.info
@@ -133,9 +161,22 @@ def main(argv=None) -> int:
     import tempfile
     state = Path(tempfile.mkdtemp(prefix="tftp-state-", dir=a.root.parent))
     boot_files = make_boot_files(a.root, json.loads(a.inventory), state)
-    svc = TFTPService(cfg, boot_files, reactor=reactor)
+    metrics = Metrics()
+    svc = TFTPService(cfg, boot_files, reactor=reactor, metrics=metrics)
     svc.startService()
-    print(f"PORT {svc.port.getHost().port}", flush=True)
+
+    class MetricsPage(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            return MetricsResource(metrics).render(request)
+
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage())
+    site = Site(root)
+    site.noisy = False
+    http = reactor.listenTCP(0, site, interface="127.0.0.1")
+    print(f"PORT {svc.port.getHost().port} METRICS {http.getHost().port}", flush=True)
     if a.on_hup:
         import dataclasses
         import signal

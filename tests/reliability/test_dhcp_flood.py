@@ -1,6 +1,6 @@
 """A DISCOVER flood from random MACs (a pool-exhaustion attempt) in namespaces made here:
 the server in one, the flooding pupil and the legitimate clients (busybox udhcpc) in two
-others, all on one bridge. With unknown_clients: allow the pool runs dry but reserved
+others, all on one bridge. With unknown_mac_policy: allow the pool runs dry but reserved
 devices keep their addresses; with allow and `reserve_for_known` the flood stops short of the
 pool's last addresses, which a known device without a reservation then gets; with deny (or
 pxe-only) the flood gets nothing."""
@@ -28,7 +28,7 @@ exit 0
 def dhcp_yaml(unknown: str, pool: str, reserve: str = "0") -> str:
     return f"""  enabled: true
   interfaces: [br0]
-  unknown_clients: {unknown}
+  unknown_mac_policy: {unknown}
   subnets:
     - network: 10.50.0.0/21
       pool: {pool}
@@ -98,19 +98,19 @@ def test_discover_flood_from_random_macs(tmp_path):
     rows = []
     for name, p in (("allow", allow), ("allow, reserve_for_known: 10%", kept), ("deny", deny)):
         f = p["flood"]
-        rows += [(f"unknown_clients: {name}: flood", f"{f['sent']} DISCOVERs in {f['seconds']} s, "
+        rows += [(f"unknown_mac_policy: {name}: flood", f"{f['sent']} DISCOVERs in {f['seconds']} s, "
                   f"{f['offers']} OFFERs for {f['distinct_addresses']} distinct addresses "
                   f"(pool {p['pool_size']}); refusal lines logged (throttled): {p['no_free']}"),
-                 (f"unknown_clients: {name}: reserved device (udhcpc)",
+                 (f"unknown_mac_policy: {name}: reserved device (udhcpc)",
                   f"{ok(p)}/{len(p['legit'])} got 10.50.0.57 ({100 * ok(p) // len(p['legit'])} %)"),
-                 (f"unknown_clients: {name}: known device without reservation, after the flood",
+                 (f"unknown_mac_policy: {name}: known device without reservation, after the flood",
                   p["known"] or "no address (pool held by the flood's offers)"),
-                 (f"unknown_clients: {name}: server peak RSS", f"{p['rss'] / 1024:.0f} MiB")]
+                 (f"unknown_mac_policy: {name}: server peak RSS", f"{p['rss'] / 1024:.0f} MiB")]
     figures.record("dhcp_flood", "DHCP DISCOVER flood from random MACs (namespaces, bridge)", rows,
                    "With plain `allow` a flood holds every pool address for OFFER_HOLD (60 s) and "
                    "known devices without a reservation wait until offers expire. "
                    "`dhcp.subnets[].reserve_for_known` (a count or a share of the pool) keeps the "
-                   "pool's last free addresses for devices in the inventory; `unknown_clients: "
+                   "pool's last free addresses for devices in the inventory; `unknown_mac_policy: "
                    "deny` or `pxe-only` (a flood tool rarely sends option 93) refuses the flood "
                    "outright. Reserved devices get their fixed address in every case.")
     for p in (allow, kept, deny):

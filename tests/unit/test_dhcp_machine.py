@@ -219,9 +219,9 @@ def test_inform_acks_without_lease():
 
 @pytest.mark.parametrize("rule,pxe,served", [("allow", False, True), ("deny", True, False),
                                              ("pxe-only", False, False), ("pxe-only", True, True)])
-def test_unknown_clients_policy(rule, pxe, served):
+def test_unknown_mac_policy(rule, pxe, served):
     opts = ((O.VENDOR_CLASS, b"PXEClient:Arch:00000"), (O.CLIENT_ARCH, O.u16(0))) if pxe else ()
-    m = machine(unknown_clients=rule)
+    m = machine(unknown_mac_policy=rule)
     out = m.handle(msg(O.DISCOVER, "02:00:00:00:00:99", opts=opts), HERE, 0)
     assert (out.reply is not None) == served
     assert m.handle(msg(O.DISCOVER, opts=opts), HERE, 0).reply is not None  # known always

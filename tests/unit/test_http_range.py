@@ -4,6 +4,9 @@ from pathlib import Path
 from hypothesis import given, strategies as st
 
 from services.http.range import MAX_RANGES, decide, multipart_layout, parse_range, parse_ranges
+from types import SimpleNamespace
+from services.http.range import decide, parse_range
+from services.http.util import send_error
 
 ETAG = '"abc"'
 REPO = Path(__file__).resolve().parents[2]
@@ -108,3 +111,39 @@ def test_merged_ranges_cover_exactly_what_was_asked(size, specs):
     covered = [i for a, b in got for i in range(a, b + 1)]
     assert set(covered) == asked and len(covered) == len(asked)              # no byte twice
     assert all(got[i][1] + 1 < got[i + 1][0] for i in range(len(got) - 1))  # sorted, apart
+
+
+# -- regressions found by fuzz_http (services/http_range.py, services/http_util.py).
+
+def test_range_with_thousands_of_digits_is_not_a_500():
+    # int() refuses strings over 4300 digits (ValueError → 500 + traceback); Twisted accepts
+    # header lines up to 16 KiB. A huge last-byte-pos is clipped like any other.
+    huge = "9" * 5000
+    assert parse_range(f"bytes=0-{huge}", 1000) == (0, 999)
+    assert parse_range(f"bytes={huge}-", 1000) == "unsatisfiable"
+    assert parse_range(f"bytes=-{huge}", 1000) == (0, 999)
+    assert parse_range("bytes=" + "0" * 5000 + "5-9", 1000) == (5, 9)
+    assert decide("GET", 1000, None, f"bytes=10-{huge}").content_range == "bytes 10-999/1000"
+
+
+class FakeRequest:
+    method = b"GET"
+    uri = b"/tftp/%ff"
+
+    def __init__(self):
+        self.headers = {}
+
+    def setResponseCode(self, code):
+        self.code = code
+
+    def setHeader(self, name, value):
+        self.headers[name] = value
+
+    def getClientAddress(self):
+        return SimpleNamespace(host="10.0.0.5")
+
+
+def test_error_reason_quoting_undecodable_bytes_is_sent():
+    # A path that is not UTF-8 reaches the reason as surrogates; encoding it raised.
+    body = send_error(FakeRequest(), 404, "sub/\udcff\udcfe not found")
+    assert body == b"404 sub/?? not found\n"

@@ -54,7 +54,7 @@ def warnings():
     events = []
 
     def observe(event):
-        if event.get("log_namespace") == "bootserverd.boot.resolver" and event["log_level"].name == "warn":
+        if event.get("log_namespace") == "bootserverd.boot" and event["log_level"].name == "warn":
             events.append(event)
     globalLogPublisher.addObserver(observe)
     yield events
@@ -171,7 +171,7 @@ def test_missing_version_boots_the_default_and_warns_once_per_device_and_image(w
     # another device wanting it, or the directory naming another version: one more line each
     inventory = world.model.inventory
     another = Device("52:54:00:00:00:09", kernel_version=MISSING)
-    world.model.update(directory=InventoryRecords(inventory.devices + (another,), inventory.schools, inventory.defaults))
+    world.model.update(records=InventoryRecords(inventory.devices + (another,), inventory.schools, inventory.defaults))
     lines(world.resolver, "ipxe", "52:54:00:00:00:09")
     lines(world.resolver, "ipxe", "52:54:00:00:00:09")
     assert len(warnings) == 2

@@ -1,7 +1,7 @@
 """ldapsync.replication: the replication lag from contextCSN values, and its log lines (pure)."""
 
 from ldapsync.replication import LagTracker, missing_since
-from ldapsync.replica import csn_time
+from ldapsync.replication import csn_time
 
 T0 = csn_time("20261121120000.000000Z#000000#000#000000").timestamp()
 

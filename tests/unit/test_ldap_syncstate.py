@@ -144,3 +144,14 @@ def test_snapshot_file_is_plain_json(tmp_path):
     path = tmp_path / "s.json"
     snapshot.write(path, snapshot.Snapshot(source={"base": "dc=x"}, cookie="c", entries={}))
     assert json.loads(path.read_text())["cookie"] == "c"
+
+
+# -- regression (fuzz_ldap): a snapshot file that is not UTF-8 raised UnicodeDecodeError out of
+# snapshot.read instead of SnapshotError (the caller only handles the latter). Fixed in
+# ldapsync/snapshot.py.
+
+def test_damaged_snapshot_that_is_not_utf8(tmp_path):
+    path = tmp_path / snapshot.FILENAME
+    path.write_bytes(b'{"format": 1, "cookie": "\xff\xfe"}')
+    with pytest.raises(snapshot.SnapshotError, match="not UTF-8"):
+        snapshot.read(path)

@@ -2,7 +2,6 @@
 
 import struct
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nbd import codec as c  # noqa: E402
+from nbd.exports import ExportInfo, OpenExport  # noqa: E402
 from nbd.handshake import (BASE_FLAGS, MAX_OPTION_DATA, MAX_REQUEST, Close,  # noqa: E402
                            Handshake, Send, Transmit)
 
 
-@dataclass
-class Exp:
-    name: str
-    size: int
-    description: str = ""
-
-
 class Catalog:
     def __init__(self, **exports):
-        self.exports = {n: Exp(n, s, f"image {n}") for n, s in exports.items()}
+        self.exports = {n: ExportInfo(n, s, f"image {n}") for n, s in exports.items()}
         self.opened = []
 
     def names(self):
@@ -36,9 +29,10 @@ class Catalog:
 
     def open(self, name):
         e = self.exports.get(name)
-        if e:
-            self.opened.append(name)
-        return e
+        if e is None:
+            return None
+        self.opened.append(name)
+        return OpenExport(e.name, e.size, e.description, fd=-1)   # the machine never reads it
 
 
 def started(catalog=None, client_flags=c.FLAG_C_FIXED_NEWSTYLE | c.FLAG_C_NO_ZEROES):

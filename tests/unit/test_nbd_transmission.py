@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nbd import codec as c  # noqa: E402
-from nbd.transmission import CACHE, DISC, READ, REPLY, RequestParser, Transmission  # noqa: E402
+from nbd.transmission import CACHE, DISC, READ, REPLY, RequestParser, SessionRecord, Transmission  # noqa: E402
 
 SIZE = 10 * 1024 * 1024
 MAX = 32 * 1024 * 1024
@@ -137,3 +137,20 @@ def test_block_status():
     assert err_chunk_errno(t.handle(0, c.CMD_BLOCK_STATUS, 8, SIZE, 1)) == c.EINVAL
     none = Transmission(SIZE, True, {})
     assert err_chunk_errno(none.handle(0, c.CMD_BLOCK_STATUS, 8, 0, 1)) == c.EINVAL
+
+
+def test_session_outcome():
+    assert SessionRecord.outcome_of(attached=False, ended_by_client=True) == "no_export"
+    assert SessionRecord.outcome_of(attached=True, ended_by_client=True) == "done"
+    assert SessionRecord.outcome_of(attached=True, ended_by_client=False) == "aborted"
+
+
+def test_session_summary_is_the_log_line():
+    served = SessionRecord("10.0.0.5:999", "img", 3_000_000, 12, 2.0, "client sent NBD_CMD_DISC")
+    assert served.summary() == ("export 'img' disconnected: 3.0 MB in 12 requests, 2.0 s (1.5 MB/s), "
+                                "client sent NBD_CMD_DISC")
+    listed = SessionRecord("10.0.0.5:998", None, 0, 0, 0.3, "client aborted negotiation",
+                           "no_export", ("LIST", "ABORT"))
+    assert listed.summary() == ("left during negotiation after 0.3 s (options LIST,ABORT): "
+                                "client aborted negotiation")
+    assert "(options none)" in SessionRecord("h:1", None, 0, 0, 0.0, "timeout").summary()

@@ -124,12 +124,3 @@ def test_oack_oracle_both_ways(options):
     o.options = options
     assert dict(codec.decode(o.encode().buffer).options) == options
 
-
-@given(st.binary(max_size=200), st.integers(0, 200))
-def test_netascii_is_bytewise_so_chunks_compose(data, cut):
-    whole = codec.to_netascii(data)
-    assert codec.to_netascii(data[:cut]) + codec.to_netascii(data[cut:]) == whole
-    assert len(whole) == len(data) + data.count(b"\r") + data.count(b"\n")
-    assert codec.to_netascii(b"a\nb\rc\r\n") == b"a\r\nb\r\0c\r\0\r\n"
-
-

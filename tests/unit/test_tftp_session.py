@@ -209,6 +209,24 @@ def test_client_error_aborts():
     assert fin.ok is False and "aborted" in fin.outcome
 
 
+def test_datagrams_from_the_peer_acks_packets_and_junk():
+    s = session(1000)
+    s.start(0)
+    assert s.on_datagram(codec.encode(codec.Ack(1)), 0.1) == (SendBlocks(2, 2), SetTimer(1.1))
+    assert s.on_datagram(b"\x00\x04\x00", 0.2) == ()            # malformed: dropped, the timer covers it
+    (fin,) = s.on_datagram(codec.encode(Error(0, "bye")), 0.3)
+    assert fin == Finish(False, "client aborted: error 0 'bye'")
+
+
+def test_server_abort_tells_the_peer_once():
+    s = session(10)
+    s.start(0)
+    err, fin = s.abort("server shutting down", "aborted: server shutting down")
+    assert codec.decode(err.data) == Error(0, "server shutting down")
+    assert fin == Finish(False, "aborted: server shutting down") == s.result and s.done
+    assert s.abort("again", "again") == ()
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 16), st.lists(st.one_of(st.integers(-3, 20), st.none()), max_size=200),
        st.integers(0, 65535))

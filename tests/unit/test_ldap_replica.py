@@ -1,7 +1,7 @@
 """ldapsync.replica's pure parts: the configure plan, the olcSyncrepl line, CSN lag."""
 import pytest
 
-from ldapsync.replica import (SCHEMA_FILES, LocalConfig, Options, SlaveError, csn_lag, plan, syncrepl_line,
+from ldapsync.replica import (SCHEMA_FILES, LocalConfig, Options, SlaveError, plan, syncrepl_line,
                             to_ldif)
 
 SCHEMA = SCHEMA_FILES[0].read_text()
@@ -51,10 +51,3 @@ def test_plan_refuses_what_cannot_work():
     assert "starttls" not in to_ldif(plan(FRESH, loopback, SCHEMA))
 
 
-def test_csn_lag():
-    c = "20261121201410.000000Z#000000#000#000000"
-    later = "20261121201422.500000Z#000005#000#000000"
-    assert csn_lag([c], [c]) == 0
-    assert csn_lag([later], [c]) == 12.5
-    assert csn_lag([later], [later.replace("#000#", "#001#"), c]) == 12.5   # per server ID
-    assert csn_lag([c], []) == float("inf")
