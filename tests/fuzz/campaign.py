@@ -39,8 +39,8 @@ def main() -> int:
         print(f"{target}: {rows[-1][1]}", flush=True)
     figures.record("fuzz", "Fuzzing (atheris, coverage-guided)", rows,
                    "Targets in tests/fuzz/fuzz_*.py, seeds in tests/fuzz/corpus/. Crashes found while "
-                   "the targets were written are fixed and kept as tests/unit/test_regress_*.py and as "
-                   "corpus files; see docs/security.md.", full=runs >= 10**6)
+                   "the targets were written are fixed and kept as tests in the unit test file of the module "
+                   "they hit (each with its story in a comment) and as corpus files; see docs/security.md.", full=runs >= 10**6)
     return 1 if total_crashes else 0
 
 
