@@ -222,7 +222,6 @@ class NBDServerProtocol(Protocol):
             problem = (f"connection lost mid-reply: {e.strerror}" if gone
                        else f"sendfile failed: {e.strerror}")
         self.bytes_sent += offset - start
-        self.factory.on_sent(offset - start)
         if problem:
             self._abort(problem)
         elif offset < end:
@@ -243,18 +242,23 @@ def _ignore(_value) -> None:
 
 class NBDFactory(Factory):
     """Admits connections (admission.Admission) and keeps the open ones; reports to its owner:
-    on_count(open connections), on_sent(payload bytes), on_session(SessionRecord)."""
+    on_count(open connections), on_session(SessionRecord). Payload bytes are plain ints on each
+    connection, summed by ``bytes_sent()`` when someone asks (no per-request bookkeeping)."""
 
     noisy = False
 
     def __init__(self, catalog: Catalog, clock, admission: Admission, handshake_timeout: float = 10.0,
                  on_session: Callable[[SessionRecord], None] = _ignore,
-                 on_count: Callable[[int], None] = _ignore,
-                 on_sent: Callable[[int], None] = _ignore) -> None:
+                 on_count: Callable[[int], None] = _ignore) -> None:
         self.catalog, self.clock, self.admission = catalog, clock, admission
         self.handshake_timeout = handshake_timeout
-        self.on_session, self.on_count, self.on_sent = on_session, on_count, on_sent
+        self.on_session, self.on_count = on_session, on_count
         self.connections: set[NBDServerProtocol] = set()
+        self.finished_bytes = 0          # payload of the connections that have ended
+
+    def bytes_sent(self) -> int:
+        """Payload bytes sent since start, ended and open connections together (monotonic)."""
+        return self.finished_bytes + sum(p.bytes_sent for p in self.connections)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", str(addr))
@@ -273,6 +277,7 @@ class NBDFactory(Factory):
     def connection_ended(self, proto: NBDServerProtocol, record: SessionRecord) -> None:
         if proto in self.connections:
             self.connections.discard(proto)
+            self.finished_bytes += proto.bytes_sent
             self.admission.end(proto.host)
             self.on_count(len(self.connections))
         try:

@@ -37,15 +37,20 @@ class NBDService(Service):
         self.reactor = reactor
         self.on_session = on_session
         self.metrics = metrics
-        counters = {}
-        if metrics is not None:       # open connections and payload bytes, as they change
-            counters = {"on_count": metrics.nbd_connections.set,
-                        "on_sent": metrics.bytes_sent.labels(service="nbd").inc}
+        counters = {"on_count": metrics.nbd_connections.set} if metrics is not None else {}
         self.factory = NBDFactory(
             ExportCatalog(images, open_export), reactor,
             Admission(config.max_connections, config.max_connections_per_client),
             handshake_timeout=config.handshake_timeout, on_session=self._session_ended, **counters)
         self.port = None
+        self._counted = 0                # payload bytes already added to the metrics counter
+        self._unsubscribe = None
+
+    def _count_sent(self) -> None:
+        """Before a scrape: add what was sent since the last one to bootserverd_sent_bytes."""
+        total = self.factory.bytes_sent()
+        self.metrics.bytes_sent.labels(service="nbd").inc(total - self._counted)
+        self._counted = total
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -72,6 +77,8 @@ class NBDService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.metrics is not None:
+            self._unsubscribe = self.metrics.before_scrape(self._count_sent)
         if not self.config.enabled:
             return
         listen = self.config.listen
@@ -98,6 +105,10 @@ class NBDService(Service):
     def stopService(self):
         super().stopService()
         self.factory.close_all()
+        if self._unsubscribe is not None:
+            self._count_sent()
+            self._unsubscribe()
+            self._unsubscribe = None
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()

@@ -44,11 +44,20 @@ class Metrics:
                                       registry=r)
         for service in SERVICES:             # so dashboards see zeros before the first event
             self.bytes_sent.labels(service=service)
+        self._before_scrape: list[Callable[[], None]] = []
 
     @staticmethod
     def watch(gauge: Gauge, read: Callable[[], float]) -> None:
         """Let ``gauge`` read its value at scrape time."""
         gauge.set_function(read)
 
+    def before_scrape(self, flush: Callable[[], None]) -> Callable[[], None]:
+        """Run ``flush`` before each scrape (a counter a hot path keeps as a plain int is brought
+        up to date here, not once per request); returns the unsubscribe."""
+        self._before_scrape.append(flush)
+        return lambda: self._before_scrape.remove(flush) if flush in self._before_scrape else None
+
     def render(self) -> bytes:
+        for flush in list(self._before_scrape):
+            flush()
         return generate_latest(self.registry)
