@@ -163,6 +163,7 @@ class DHCPService(Service):
         if self.interfaces is not None and tuple(config.interfaces) != self.interfaces.names:
             self.interfaces.names = tuple(config.interfaces)
             self.interfaces.refresh()
+        return True
 
     def _close(self) -> None:
         if self._unsubscribe is not None:
