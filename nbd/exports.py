@@ -2,7 +2,7 @@
 
 Every published image is an export, by name. The catalog reads the image store at each
 request (LIST, INFO, GO), so a new image is exportable at once and nothing is ever reloaded.
-Opening the file is I/O: the adapter hands the catalog an ``opener`` (nbd.protocol.open_export)
+Opening the file is I/O: the adapter hands the catalog an ``opener`` (nbd.listener.open_export)
 and closes the descriptor when the connection ends.
 """
 

@@ -1,4 +1,5 @@
-"""Twisted adapter for the NBD server: sockets, file descriptors, timers, logs.
+"""Twisted adapter, one NBD connection: its socket, its export's descriptor, its timer, logs
+(listener.py admits connections and keeps the open ones).
 
 The pure modules decide (handshake, transmission, admission, exports); this one moves the
 bytes. Replies go straight to the non-blocking socket (header with MSG_MORE, then os.sendfile
@@ -15,17 +16,13 @@ import errno
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
 
 from twisted.internet import error as terror
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from bootserverd.ops.ratelimit import suffix
-
 from . import codec as c
-from .admission import Admission
-from .exports import Catalog, ExportInfo, OpenExport
+from .exports import OpenExport
 from .handshake import Close, Handshake, Send, Transmit
 from .transmission import CACHE, DISC, READ, REPLY, RequestParser, SessionRecord, Transmission
 
@@ -33,19 +30,9 @@ log = Logger(namespace="bootserverd.nbd")
 QUEUE_HIGH, QUEUE_LOW = 256, 32   # stop reading above this many unanswered requests, resume below
 
 
-def open_export(info: ExportInfo, path) -> OpenExport | None:
-    """The catalog's opener; the connection closes the descriptor when it ends."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:   # retired between the store's scan and now: the client hears "unknown export"
-        log.warn("NBD cannot open image {name!r} ({path}): {error}", name=info.name, path=str(path),
-                 error=e.strerror)
-        return None
-    return OpenExport(info.name, os.fstat(fd).st_size, info.description, fd=fd)
-
-
 class NBDServerProtocol(Protocol):
-    def __init__(self, factory: NBDFactory, host: str, port: int) -> None:
+    def __init__(self, factory, host: str, port: int) -> None:
+        """``factory``: the listener (nbd.listener.NBDFactory): catalog, clock, timeouts."""
         self.factory, self.host, self.client = factory, host, f"{host}:{port}"
         self.handshake = Handshake(factory.catalog)
         self.export: OpenExport | None = None
@@ -234,58 +221,3 @@ class NBDServerProtocol(Protocol):
         self.pending = (offset, length)
         self.blocked = True
         self.transport.startWriting()
-
-
-def _ignore(_value) -> None:
-    pass
-
-
-class NBDFactory(Factory):
-    """Admits connections (admission.Admission) and keeps the open ones; reports to its owner:
-    on_count(open connections), on_session(SessionRecord). Payload bytes are plain ints on each
-    connection, summed by ``bytes_sent()`` when someone asks (no per-request bookkeeping)."""
-
-    noisy = False
-
-    def __init__(self, catalog: Catalog, clock, admission: Admission, handshake_timeout: float = 10.0,
-                 on_session: Callable[[SessionRecord], None] = _ignore,
-                 on_count: Callable[[int], None] = _ignore) -> None:
-        self.catalog, self.clock, self.admission = catalog, clock, admission
-        self.handshake_timeout = handshake_timeout
-        self.on_session, self.on_count = on_session, on_count
-        self.connections: set[NBDServerProtocol] = set()
-        self.finished_bytes = 0          # payload of the connections that have ended
-
-    def bytes_sent(self) -> int:
-        """Payload bytes sent since start, ended and open connections together (monotonic)."""
-        return self.finished_bytes + sum(p.bytes_sent for p in self.connections)
-
-    def buildProtocol(self, addr):
-        host = getattr(addr, "host", str(addr))
-        refused = self.admission.decide(host, len(self.connections), self.clock.seconds())
-        if refused is not None:
-            if refused.log:
-                log.warn("NBD refused {client}: {why} ({key}){more}", client=host, why=refused.why,
-                         key=refused.limit, more=suffix(refused.hidden))
-            return None
-        p = NBDServerProtocol(self, host, getattr(addr, "port", 0))
-        self.connections.add(p)
-        self.admission.begin(host)
-        self.on_count(len(self.connections))
-        return p
-
-    def connection_ended(self, proto: NBDServerProtocol, record: SessionRecord) -> None:
-        if proto in self.connections:
-            self.connections.discard(proto)
-            self.finished_bytes += proto.bytes_sent
-            self.admission.end(proto.host)
-            self.on_count(len(self.connections))
-        try:
-            self.on_session(record)
-        except Exception:
-            log.failure("NBD on_session callback failed")
-
-    def close_all(self) -> None:
-        for p in list(self.connections):
-            p.reason = "server shutting down"
-            p.transport.abortConnection()

@@ -18,7 +18,7 @@ from bootserverd.config.settings import NbdConfig
 from bootserverd.ops.metrics import Metrics
 from nbd.admission import Admission
 from nbd.exports import ExportCatalog, Images
-from nbd.protocol import NBDFactory, open_export
+from nbd.listener import NBDFactory, open_export
 from nbd.transmission import SessionRecord
 
 log = Logger(namespace="bootserverd.nbd")

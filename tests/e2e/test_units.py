@@ -3,7 +3,6 @@ resolver's loader choice for iPXE ROMs, and the image builder's cpio and module 
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import subprocess
 from ipaddress import IPv4Address
@@ -12,10 +11,10 @@ from bootserverd.boot.report import BOOT_GAP, STALL, BootReport, LiveSession, fo
 from bootserverd.tools.populate import Loader, populate
 from bootserverd.boot.resolver import is_ipxe_loader
 from dhcp.leases import Lease
-from nbd.protocol import SessionRecord
+from nbd.transmission import SessionRecord
 from services.http.transfer import TransferRecord as HttpRecord
 from tests.e2e.build_image import module_load_order, newc
-from tftp.protocol import TransferRecord as TftpRecord
+from tftp.session import TransferRecord as TftpRecord
 
 MAC = "52:54:00:00:00:01"
 

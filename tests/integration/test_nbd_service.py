@@ -18,7 +18,7 @@ from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 from bootserverd.config.settings import Listen, NbdConfig  # noqa: E402
 from nbd.admission import Admission  # noqa: E402
 from nbd.exports import ExportCatalog  # noqa: E402
-from nbd.protocol import NBDFactory, open_export  # noqa: E402
+from nbd.listener import NBDFactory, open_export  # noqa: E402
 from nbd.transmission import SessionRecord  # noqa: E402
 from services.nbd import NBDService  # noqa: E402
 

@@ -30,7 +30,8 @@ PURE = (
     "services.http.range",
 )
 # Modules of the protocol packages that do I/O: the Twisted adapters and their helpers.
-PROTOCOL_IO = {"dhcp.protocol", "dhcp.netif", "dhcp.icmp", "dhcp.journal", "tftp.protocol", "nbd.protocol"}
+PROTOCOL_IO = {"dhcp.protocol", "dhcp.netif", "dhcp.icmp", "dhcp.journal", "tftp.protocol", "tftp.transfer",
+               "nbd.protocol", "nbd.listener"}
 
 BLOCKER = """
 import sys

@@ -1,0 +1,85 @@
+"""Twisted adapter, the listening side: admits connections (admission.py decides), keeps the
+open ones, opens export files for the catalog, and reports counts and finished sessions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from bootserverd.ops.ratelimit import suffix
+
+from .admission import Admission
+from .exports import Catalog, ExportInfo, OpenExport
+from .protocol import NBDServerProtocol
+from .transmission import SessionRecord
+
+log = Logger(namespace="bootserverd.nbd")
+
+
+def open_export(info: ExportInfo, path) -> OpenExport | None:
+    """The catalog's opener; the connection closes the descriptor when it ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:   # retired between the store's scan and now: the client hears "unknown export"
+        log.warn("NBD cannot open image {name!r} ({path}): {error}", name=info.name, path=str(path),
+                 error=e.strerror)
+        return None
+    return OpenExport(info.name, os.fstat(fd).st_size, info.description, fd=fd)
+
+
+def _ignore(_value) -> None:
+    pass
+
+
+class NBDFactory(Factory):
+    """Admits connections (admission.Admission) and keeps the open ones; reports to its owner:
+    on_count(open connections), on_session(SessionRecord). Payload bytes are plain ints on each
+    connection, summed by ``bytes_sent()`` when someone asks (no per-request bookkeeping)."""
+
+    noisy = False
+
+    def __init__(self, catalog: Catalog, clock, admission: Admission, handshake_timeout: float = 10.0,
+                 on_session: Callable[[SessionRecord], None] = _ignore,
+                 on_count: Callable[[int], None] = _ignore) -> None:
+        self.catalog, self.clock, self.admission = catalog, clock, admission
+        self.handshake_timeout = handshake_timeout
+        self.on_session, self.on_count = on_session, on_count
+        self.connections: set[NBDServerProtocol] = set()
+        self.finished_bytes = 0          # payload of the connections that have ended
+
+    def bytes_sent(self) -> int:
+        """Payload bytes sent since start, ended and open connections together (monotonic)."""
+        return self.finished_bytes + sum(p.bytes_sent for p in self.connections)
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", str(addr))
+        refused = self.admission.decide(host, len(self.connections), self.clock.seconds())
+        if refused is not None:
+            if refused.log:
+                log.warn("NBD refused {client}: {why} ({key}){more}", client=host, why=refused.why,
+                         key=refused.limit, more=suffix(refused.hidden))
+            return None
+        p = NBDServerProtocol(self, host, getattr(addr, "port", 0))
+        self.connections.add(p)
+        self.admission.begin(host)
+        self.on_count(len(self.connections))
+        return p
+
+    def connection_ended(self, proto: NBDServerProtocol, record: SessionRecord) -> None:
+        if proto in self.connections:
+            self.connections.discard(proto)
+            self.finished_bytes += proto.bytes_sent
+            self.admission.end(proto.host)
+            self.on_count(len(self.connections))
+        try:
+            self.on_session(record)
+        except Exception:
+            log.failure("NBD on_session callback failed")
+
+    def close_all(self) -> None:
+        for p in list(self.connections):
+            p.reason = "server shutting down"
+            p.transport.abortConnection()
