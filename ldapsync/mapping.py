@@ -7,23 +7,32 @@ records by entryUUID and assembles a whole ``InventoryRecords`` from them, resol
 entries: a device's school (a DN reference, else the nearest school above it), duplicate
 MACs and school names, and the boot-server level of Puavo's inheritance.
 
-Inheritance device → school → boot server → organisation maps onto the model's
-device → school → (config images.default) → defaults: the boot server's image, when the
-directory gives one, stands in for the organisation's in ``Defaults.image``.
+Images are inherited as puavo-rest does it (``Device#preferred_image``, verified against
+puavo-web's rest/resources/{devices,hosts,boot_servers,boot_configurations}.rb; docs/ldap.md):
+device → school → [netboot only: this boot server's puavoDeviceBootImage] → organisation →
+[netboot only: this boot server's puavoDeviceImage] → (config images.default). The model holds
+this server's entry as ``InventoryRecords.boot_server`` (``BootServerLevel``) and
+``Device.netboot`` says which devices see it; ``rollout._assignment`` walks the chain at
+answer time, so a change in a school, the organisation or this server's entry re-resolves no
+device here. A device's own puavoDeviceBootImage is ignored (current puavo-rest serves the
+preferred image), and so is puavoDeviceCurrentImage (what runs, not what to serve). Every
+boot server entry's MACs are devices of type ``bootserver`` with the server's own image (→
+organisation), as puavo-rest answers for a boot server's MAC; other boot servers' images
+never reach any other device. bootserverd's own schema has no boot-server level
+(``boot_server`` None: device → school → images.default → organisation).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from bootserverd.model.objects import BOOT_MODES, DEVICE_TYPES, RELEASE_STATES, Defaults, Device, Rollout, School, normalize_mac
 
-from bootserverd.model.objects import InventoryRecords
+from bootserverd.model.objects import BootServerLevel, InventoryRecords
 from bootserverd.model.validate import hostname_problem, kernel_version_problem
 
 Attrs = Mapping[str, tuple[str, ...]]
@@ -113,11 +122,15 @@ class OrganisationRecord:
 
 @dataclass(frozen=True)
 class ServerRecord:
-    """A boot server entry (Puavo): its image is the boot-server step of inheritance."""
+    """A boot server entry (Puavo). When it is this server's, its boot image and image are the
+    ``BootServerLevel`` of inheritance; its MACs are devices (type bootserver) in every case."""
     dn: str
     hostname: str
-    image: str | None
+    image: str | None                 # puavoDeviceImage: the server's own, the netboot last resort
     schools: tuple[str, ...]          # normalised DNs of the schools it serves
+    boot_image: str | None = None     # puavoDeviceBootImage: netboot devices' and unknown MACs' image
+    devices: tuple[Device, ...] = ()  # one per macAddress of the server itself
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,6 +224,8 @@ class Profile:
     name = ""
     filter = "(objectClass=*)"
     attributes: tuple[str, ...] = ()
+    # True: the directory has Puavo's boot-server level (InventoryRecords.boot_server is set)
+    boot_server_level = False
 
     def map(self, entry: Entry) -> Record | None:
         """The record for ``entry``; None when the entry is not one this profile reads."""
@@ -311,8 +326,10 @@ class BootserverdProfile(Profile):
 class PuavoProfile(Profile):
     """Puavo's directory as it is: puavoDevice / puavoNetbootDevice / puavoLocalbootDevice,
     puavoSchool, puavoServer (boot servers) and puavoEduOrg (the organisation). Puavo has no
-    staged-rollout attributes: devices move when their (inherited) image is changed."""
+    staged-rollout attributes: devices move when their (inherited) image is changed.
+    puavoDeviceCurrentImage (what a device runs) is not read: it never decides what to serve."""
     name = "puavo"
+    boot_server_level = True
     DEVICE_CLASSES = frozenset({"puavodevice", "puavonetbootdevice", "puavolocalbootdevice"})
     filter = ("(|(objectClass=puavoDevice)(objectClass=puavoNetbootDevice)(objectClass=puavoLocalbootDevice)"
               "(objectClass=puavoServer)(objectClass=puavoSchool)(objectClass=puavoEduOrg))")
@@ -329,16 +346,12 @@ class PuavoProfile(Profile):
             hostname = entry.first("puavoHostname")
             if hostname is None:
                 return Skipped(normalize_dn(entry.dn), "puavoServer without puavoHostname; entry ignored")
-            return ServerRecord(dn, hostname.lower(), entry.first("puavoDeviceImage"),
-                                tuple(normalize_dn(s) for s in entry.all("puavoSchool")))
+            return self._server(entry, dn, hostname)
         if classes & self.DEVICE_CLASSES:
-            # puavo-rest: the boot image is a thin client's own choice; others boot their image
-            image = entry.first("puavoDeviceImage")
-            device_type = (entry.first("puavoDeviceType") or "").lower()
-            if device_type == "thinclient" and entry.first("puavoDeviceBootImage"):
-                image = entry.first("puavoDeviceBootImage")
-            return self._device(entry, entry.first("puavoHostname"), self._ATTRS, image,
-                                entry.first("puavoSchool"))
+            # current puavo-rest: a device boots its preferred image; its own puavoDeviceBootImage
+            # (read for thin clients by puavo-rest before 2020) is ignored, see docs/ldap.md
+            return self._device(entry, entry.first("puavoHostname"), self._ATTRS, entry.first("puavoDeviceImage"),
+                                entry.first("puavoSchool"), netboot="puavonetbootdevice" in classes)
         if "puavoschool" in classes:
             name = entry.first("cn")
             if name is None:
@@ -357,6 +370,17 @@ class PuavoProfile(Profile):
             return self._warn(OrganisationRecord(dn, defaults), [warning])
         return None
 
+    @staticmethod
+    def _server(entry: Entry, dn: str, hostname: str) -> ServerRecord:
+        image = entry.first("puavoDeviceImage")
+        macs, bad = _macs(entry)
+        warnings = [f"macAddress {value!r} is not a MAC address; ignored" for value in bad]
+        name = hostname if not hostname_problem(hostname) else None
+        devices = tuple(Device(mac=mac, hostname=name, type="bootserver", image=image) for mac in macs)
+        return ServerRecord(dn, hostname.lower(), image, tuple(normalize_dn(s) for s in entry.all("puavoSchool")),
+                            boot_image=entry.first("puavoDeviceBootImage"), devices=devices,
+                            warnings=tuple(warnings))
+
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (BootserverdProfile(), PuavoProfile())}
 
@@ -369,6 +393,9 @@ class DirectoryView:
     devices in batches, or one change in a big directory, must not stall the reactor. Schools,
     the organisation, boot servers and images are few and re-assembled when one of them
     changed; when that changes which DN names which school, every device's school is re-checked.
+    Schools, the organisation and this boot server's entry reach devices by name at answer time
+    (``rollout._assignment``), so a change in one of them rebuilds no device. A boot server
+    entry is both: a head record (its images) and the holder of its own MACs (devices).
     """
 
     def __init__(self, profile: Profile, server_hostname: str | None = None):
@@ -385,7 +412,7 @@ class DirectoryView:
         self._devices: dict[str, Device] = {}         # MAC → the device the InventoryRecords holds
         self._mac_problems: dict[str, tuple[str, ...]] = {}
         self._school_name: dict[str, str] = {}        # school DN → name
-        self._head: tuple = ({}, Defaults(), {}, ())  # schools, defaults, releases, problems
+        self._head: tuple = ({}, Defaults(), {}, (), None)  # schools, defaults, releases, problems, boot server
 
     def put(self, uuid: str, dn: str, attrs: Attrs) -> None:
         self.put_record(uuid, self.profile.map(Entry(dn, attrs)))
@@ -404,9 +431,9 @@ class DirectoryView:
             if not isinstance(record, (DeviceRecord, Skipped)):
                 self._others[uuid] = record
         for one in (old, record):
-            if isinstance(one, DeviceRecord):
+            if isinstance(one, (DeviceRecord, ServerRecord)):    # a server's own MACs are devices
                 self._dirty.add(uuid)
-            elif one is not None and not isinstance(one, Skipped):
+            if one is not None and not isinstance(one, (DeviceRecord, Skipped)):
                 self._others_dirty = True
 
     def delete(self, uuid: str) -> None:
@@ -429,35 +456,40 @@ class DirectoryView:
                 self._claims[device.mac].pop(uuid, None)
                 touched.add(device.mac)
             record = self.records.get(uuid)
-            if not isinstance(record, DeviceRecord):
+            if isinstance(record, ServerRecord):
+                name, devices = None, record.devices
+            elif isinstance(record, DeviceRecord):
+                name = self._school_of(record, self._school_name)
+                devices = tuple(dataclasses.replace(d, school=name) if name else d for d in record.devices)
+            else:
                 continue
-            name = self._school_of(record, self._school_name)
-            devices = tuple(dataclasses.replace(d, school=name) if name else d for d in record.devices)
             self._resolved[uuid] = (name, devices)
             for device in devices:
                 self._claims.setdefault(device.mac, {})[uuid] = record.dn
                 touched.add(device.mac)
         for mac in touched:
             self._settle(mac)
-        schools, defaults, releases, head_problems = self._head
+        schools, defaults, releases, head_problems, boot_server = self._head
         problems = list(head_problems)
         for lines in self._warnings.values():
             problems += lines
         for lines in self._mac_problems.values():
             problems += lines
         directory = InventoryRecords.from_index(self._devices, schools=MappingProxyType(schools), defaults=defaults,
-                                         releases=MappingProxyType(releases))
+                                                releases=MappingProxyType(releases), boot_server=boot_server)
         return directory, tuple(problems)
 
     def _settle(self, mac: str) -> None:
-        """Who holds ``mac`` now: of the entries naming it, the one with the smallest DN."""
+        """Who holds ``mac`` now: of the entries naming it, a boot server's (its entry is the
+        authority on its own network cards), else the one with the smallest DN."""
         claims = self._claims.get(mac)
         if not claims:
             self._claims.pop(mac, None)
             self._devices.pop(mac, None)
             self._mac_problems.pop(mac, None)
             return
-        keep = min(claims, key=lambda uuid: (claims[uuid], uuid))
+        keep = min(claims, key=lambda uuid: (not isinstance(self.records.get(uuid), ServerRecord),
+                                             claims[uuid], uuid))
         self._devices[mac] = next(d for d in self._resolved[keep][1] if d.mac == mac)
         others = sorted(claims[uuid] for uuid in claims if uuid != keep)
         if others:
@@ -496,11 +528,14 @@ class DirectoryView:
             by_name[school.name] = dn
             schools[school.name] = school
         self._school_name = {dn: s.name for dn, s in schools_by_dn.items() if by_name.get(s.name) == dn}
-        defaults = self._defaults(organisations, servers, problems)
-        return schools, defaults, {n: r.release for n, r in images.items()}, tuple(problems)
+        defaults = self._defaults(organisations, problems)
+        boot_server = self._boot_server(servers, problems) if self.profile.boot_server_level else None
+        return schools, defaults, {n: r.release for n, r in images.items()}, tuple(problems), boot_server
 
     @staticmethod
-    def _school_of(record: DeviceRecord, school_name: Mapping[str, str]) -> str | None:
+    def _school_of(record: Record | None, school_name: Mapping[str, str]) -> str | None:
+        if not isinstance(record, DeviceRecord):
+            return None
         if record.school_ref is not None:
             return school_name.get(record.school_ref)
         for dn in record.ancestors:
@@ -508,16 +543,23 @@ class DirectoryView:
                 return school_name[dn]
         return None
 
-    def _defaults(self, organisations: list[OrganisationRecord], servers: list[ServerRecord],
-                  problems: list[str]) -> Defaults:
+    @staticmethod
+    def _defaults(organisations: list[OrganisationRecord], problems: list[str]) -> Defaults:
         organisations.sort(key=lambda r: (len(split_dn(r.dn)), r.dn))
         for extra in organisations[1:]:
             problems.append(f"{extra.dn}: a second organisation entry (using {organisations[0].dn}); ignored")
-        defaults = organisations[0].defaults if organisations else Defaults()
+        return organisations[0].defaults if organisations else Defaults()
+
+    def _boot_server(self, servers: list[ServerRecord], problems: list[str]) -> BootServerLevel:
+        """This server's level; an empty one (the chain skips it) when its entry is missing."""
         server = self._this_server(servers)
-        if server is not None and server.image:
-            defaults = dataclasses.replace(defaults, image=server.image)
-        return defaults
+        if server is None:
+            if servers:
+                problems.append(f"no puavoServer entry has puavoHostname {self.server_hostname or '(unset)'} "
+                                "(inventory.ldap.server_hostname): netboot devices and unregistered clients "
+                                "get no boot server image")
+            return BootServerLevel()
+        return BootServerLevel(boot_image=server.boot_image, image=server.image)
 
     def _this_server(self, servers: Iterable[ServerRecord]) -> ServerRecord | None:
         if not self.server_hostname:

@@ -178,8 +178,10 @@ class BootResolver:
             if self.config.boot.unknown_clients == "ignore":
                 return [MenuEntry("error", "error", "Unknown device: not served here",
                                   message=f"device {mac or '?'} is not registered")]
+            first = inventory.unregistered_image()
+            names = sorted(inventory.images, key=lambda name: (name != first, name))
             entries = [MenuEntry("linux", f"image{i}", _safe(f"Boot {name}"), image=name)
-                       for i, name in enumerate(sorted(inventory.images))]
+                       for i, name in enumerate(names)]
             return entries + [MenuEntry("local", "local", "Boot from local disk")]
         problem = self._problem(inventory, device)
         if problem:

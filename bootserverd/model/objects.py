@@ -66,6 +66,7 @@ class Device:
     kernel_version: str | None = None   # Puavo's puavoDeviceKernelVersion: boot /boot/vmlinuz-<this>
     next_image: str | None = None       # staged rollout: see Rollout and bootserverd/rollout.py
     rollout: Rollout | None = None
+    netboot: bool = False               # Puavo's puavoNetbootDevice: the boot server's levels apply (rollout.py)
 
     def label(self) -> str:
         """How logs name the device: 'aa:bb:..:ff (class-12, thinclient)'."""
@@ -97,6 +98,17 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class BootServerLevel:
+    """This boot server's own directory entry (Puavo's puavoServer), as a level of inheritance.
+
+    ``boot_image`` is what netboot devices and unregistered MACs boot after their school, before
+    the organisation; ``image`` is their last resort after the organisation (and this server's
+    own image). Devices that are not netboot devices never see either (see rollout._assignment)."""
+    boot_image: str | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
 class InventoryRecords:
     """What an InventorySource provides: devices, schools and organisation defaults."""
     devices: tuple[Device, ...] = ()
@@ -104,6 +116,8 @@ class InventoryRecords:
     defaults: Defaults = Defaults()
     # image name → release state (RELEASE_STATES); an image not named here is "released"
     releases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # None: the source has no boot-server level (YAML, bootserverd's schema); else Puavo's order
+    boot_server: BootServerLevel | None = None
 
     @cached_property
     def by_mac(self) -> Mapping[str, Device]:

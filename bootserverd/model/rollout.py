@@ -1,7 +1,8 @@
 """Staged rollout: which image a device should run now. Pure (stdlib only, no clock, no I/O).
 
 An assignment (device, school or organisation defaults — the most specific level that names an
-image) may name a ``next_image`` and a ``Rollout``. Release states (inventory ``images:``):
+image; ``_assignment`` gives the order, Puavo's when the directory has a boot-server level) may
+name a ``next_image`` and a ``Rollout``. Release states (inventory ``images:``):
 - ``testing``: only the rollout's canaries (hosts, groups) get the next image — the burn-in;
 - ``released``: canaries plus ``percent`` of the devices, chosen by a hash of the MAC salted
   with the next image's name (stable per device; widening keeps everyone already in);
@@ -57,14 +58,31 @@ def membership(rollout: Rollout | None, mac: str, hostname: str | None, groups: 
 
 
 def _assignment(inventory, device: Device | None):
-    """The most specific level naming an image: (image, next_image, rollout, level name)."""
+    """The most specific level naming an image: (image, next_image, rollout, level name).
+
+    Without a boot-server level (YAML, bootserverd's schema): device → school → the config's
+    ``images.default`` → organisation defaults. With one (Puavo, as puavo-rest's
+    ``Device#preferred_image`` and ``UnregisteredDevice``): device → school → [netboot devices
+    and unregistered MACs: the boot server's boot image] → organisation → [the same: the boot
+    server's image] → ``images.default`` as a last resort. Only the device, school and
+    organisation levels can carry a next image and a rollout."""
     school = inventory.schools.get(device.school) if device and device.school else None
-    levels = ((device, "device"), (school, "school"),
-              (None if not inventory.server_image else "server", "server"), (inventory.defaults, "defaults"))
+    boot_server = inventory.records.boot_server
+    if boot_server is None:
+        levels = ((device, "device"), (school, "school"), (inventory.server_image, "server"),
+                  (inventory.defaults, "defaults"))
+    else:
+        netboot = device is None or device.netboot
+        levels = ((device, "device"), (school, "school"),
+                  (boot_server.boot_image if netboot else None, "boot server boot image"),
+                  (inventory.defaults, "defaults"),
+                  (boot_server.image if netboot else None, "boot server image"),
+                  (inventory.server_image, "server"))
     for level, name in levels:
-        if level == "server":
-            return inventory.server_image, None, None, name
-        if level is not None and level.image:
+        if isinstance(level, str) or level is None:   # a bare image name: no rollout at that level
+            if level:
+                return level, None, None, name
+        elif level.image:
             return level.image, level.next_image, level.rollout, name
     return None, None, None, "none"
 

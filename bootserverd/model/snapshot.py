@@ -29,9 +29,15 @@ class Inventory:
         return self._by_mac.get(mac)
 
     def image_for(self, device: Device | None) -> str | None:
-        """Inheritance (device → school → boot server → organisation, in rollout._assignment),
+        """Inheritance (device → school → … → organisation: the order is in rollout._assignment),
         then the staged rollout: the assigned image, or its next image for devices in it."""
         return choose(self, device).image
+
+    def unregistered_image(self) -> str | None:
+        """What an unregistered MAC boots first (the default of the unknown-client menu) when the
+        directory says so: Puavo's boot server → organisation chain. None for sources without a
+        boot-server level (YAML, bootserverd's schema): their menu starts with the first image."""
+        return self.image_for(None) if self.records.boot_server is not None else None
 
     def boot_mode_for(self, device: Device | None) -> str:
         school = self.schools.get(device.school) if device and device.school else None

@@ -6,6 +6,7 @@ played by ``Pump`` on the test's thread; the daemon tests cover the real reactor
 import queue
 import time
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
@@ -14,44 +15,10 @@ from bootserverd.config.settings import Config, LdapConfig, ServerConfig
 from bootserverd.model.snapshot import Inventory, Model
 from bootserverd.boot.resolver import BootResolver
 from ldapsync.source import LdapInventorySource
-from slapd_support import BASE, DAEMON_DN, Pair, device_attrs, free_port
+from tests.support.slapd import BASE, DAEMON_DN, Pair, device_attrs, free_port
 
 # A Puavo-shaped schema (names as Puavo's, shapes simplified) under a test-only UUID arc.
-TEST_ARC = "2.25.88009006772350292681976736098051254139"
-PUAVO_SCHEMA = f"""\
-dn: cn=puavo-test,cn=schema,cn=config
-objectClass: olcSchemaConfig
-cn: puavo-test
-olcAttributeTypes: ( {TEST_ARC}.1.1 NAME 'puavoId' EQUALITY integerMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.2 NAME 'puavoHostname' EQUALITY caseIgnoreIA5Match
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.3 NAME 'puavoDeviceType' EQUALITY caseIgnoreMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.4 NAME 'puavoDeviceImage' EQUALITY caseExactMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.5 NAME 'puavoDeviceBootImage' EQUALITY caseExactMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.6 NAME 'puavoDeviceBootMode' EQUALITY caseIgnoreMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.7 NAME 'puavoDeviceKernelArguments' EQUALITY caseExactMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.8 NAME 'puavoDeviceKernelVersion' EQUALITY caseExactMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-olcAttributeTypes: ( {TEST_ARC}.1.9 NAME 'puavoSchool' EQUALITY distinguishedNameMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 )
-olcObjectClasses: ( {TEST_ARC}.2.1 NAME 'puavoEduOrg' SUP top AUXILIARY
-  MAY ( puavoDeviceImage $ puavoDeviceKernelArguments $ puavoDeviceBootMode ) )
-olcObjectClasses: ( {TEST_ARC}.2.2 NAME 'puavoSchool' SUP top STRUCTURAL MUST ( puavoId $ cn )
-  MAY ( puavoDeviceImage $ puavoDeviceBootMode $ puavoDeviceKernelArguments ) )
-olcObjectClasses: ( {TEST_ARC}.2.3 NAME 'puavoDevice' SUP top STRUCTURAL
-  MUST ( puavoId $ puavoHostname ) MAY ( macAddress $ ipHostNumber $ puavoDeviceType $
-  puavoDeviceImage $ puavoDeviceBootImage $ puavoDeviceBootMode $ puavoDeviceKernelArguments $
-  puavoDeviceKernelVersion $ puavoSchool ) )
-olcObjectClasses: ( {TEST_ARC}.2.4 NAME 'puavoNetbootDevice' SUP puavoDevice STRUCTURAL )
-olcObjectClasses: ( {TEST_ARC}.2.5 NAME 'puavoLocalbootDevice' SUP puavoDevice STRUCTURAL )
-olcObjectClasses: ( {TEST_ARC}.2.6 NAME 'puavoServer' SUP puavoDevice STRUCTURAL )
-"""
+PUAVO_SCHEMA = Path(__file__).with_name("puavo-test.ldif")
 
 
 class Pump(Clock):
@@ -171,9 +138,7 @@ def test_nothing_listening_then_the_replica_appears(tmp_path):
 
 
 def test_puavo_profile_against_a_puavo_shaped_schema(tmp_path):
-    schema = tmp_path / "puavo-test.ldif"
-    schema.write_text(PUAVO_SCHEMA)
-    pair = Pair(extra_schemas=[schema])
+    pair = Pair(extra_schemas=[PUAVO_SCHEMA])
     try:
         c = pair.central
         c.replace(BASE, {"objectClass": ["dcObject", "organization", "puavoEduOrg"],
@@ -191,7 +156,8 @@ def test_puavo_profile_against_a_puavo_shaped_schema(tmp_path):
         c.add(f"puavoId=10,ou=Devices,ou=Hosts,{BASE}", {
             "objectClass": "puavoNetbootDevice", "puavoId": "10", "puavoHostname": "thin1",
             "macAddress": "08:00:27:88:0c:a6", "puavoDeviceType": "thinclient",
-            "puavoDeviceBootImage": "thin-img", "puavoDeviceBootMode": "dualboot",
+            "puavoDeviceBootImage": "thin-img", "puavoDeviceCurrentImage": "running-img",
+            "puavoDeviceBootMode": "dualboot",
             "puavoDeviceKernelArguments": "thin=1", "puavoDeviceKernelVersion": "6.1", "puavoSchool": school})
         c.add(f"puavoId=11,ou=Devices,ou=Hosts,{BASE}", {
             "objectClass": "puavoLocalbootDevice", "puavoId": "11", "puavoHostname": "lap1",
@@ -202,8 +168,10 @@ def test_puavo_profile_against_a_puavo_shaped_schema(tmp_path):
             inv = h.model.inventory
             thin, lap = h.device("08:00:27:88:0c:a6"), h.device("08:00:27:88:0c:a7")
             assert (thin.hostname, thin.type, thin.school, thin.boot_mode) == ("thin1", "thinclient", "gryffindor", "dualboot")
-            assert inv.image_for(thin) == "thin-img" and inv.kernel_args_for(thin) == "thin=1"
-            assert inv.image_for(lap) == "server-img"          # no school: boot server → organisation
+            # a device's own boot image is not served (current puavo-rest): its school's image is
+            assert inv.image_for(thin) == "school-img" and inv.kernel_args_for(thin) == "thin=1"
+            assert inv.image_for(lap) == "org-img"             # no school, a laptop: the organisation
+            # (the full cascade against the real daemon: test_ldap_puavo.py)
             c.replace(f"puavoId=11,ou=Devices,ou=Hosts,{BASE}", {"puavoSchool": school})
             h.pump.until(lambda: h.model.inventory.image_for(h.device("08:00:27:88:0c:a7")) == "school-img")
             c.replace(school, {"puavoDeviceImage": "school-img-2"})
