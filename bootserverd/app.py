@@ -53,12 +53,12 @@ class ServiceSpec:
 
 def _tftp(app: "BootServer") -> Service:
     return TFTPService(app.config.tftp, app.boot_files, reactor=app.reactor,
-                       on_transfer=app.boot_report.tftp_transfer, metrics=app.metrics)
+                       on_transfer=app.boot_report.transfer, metrics=app.metrics)
 
 
 def _nbd(app: "BootServer") -> Service:
     return NBDService(app.config.nbd, app.images, reactor=app.reactor,
-                      on_session=app.boot_report.nbd_session, metrics=app.metrics)
+                      on_transfer=app.boot_report.transfer, metrics=app.metrics)
 
 
 def _http(app: "BootServer") -> Service:
@@ -66,7 +66,7 @@ def _http(app: "BootServer") -> Service:
                        boot_files=app.boot_files, model=app.model, resolver=app.resolver,
                        state_dir=app.config.server.state_dir, reactor=app.reactor,
                        metrics=app.metrics, extra_status=app.status_sections,
-                       on_transfer=app.boot_report.http_transfer,
+                       on_transfer=app.boot_report.transfer,
                        boot_timeline=app.boot_report.timeline)
 
 

@@ -38,6 +38,7 @@ class LeaseTable:
         self._cursor: dict[Ranges, int] = {}
         self._version = 0                            # bumped on every change of the rows
         self._full: dict[Ranges, tuple[int, float]] = {}  # ranges → (version, no free row before)
+        self.pool_scans = 0                          # full scans of a pool for a free address
         self._held: dict[Ranges, _Held] = {}          # pools whose free addresses are counted
         for lease in leases:
             self.put(lease)
@@ -117,6 +118,7 @@ class LeaseTable:
         full = self._full.get(ranges)
         if full is not None and full[0] == self._version and now < full[1]:
             return None
+        self.pool_scans += 1
         sizes = [int(hi) - int(lo) + 1 for lo, hi in ranges]
         total = sum(sizes)
         start = self._cursor.get(ranges, 0)

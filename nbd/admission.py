@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from bootserverd.ops.clients import ClientCounts
 from bootserverd.ops.ratelimit import LogThrottle
 
 MAX_CONNECTIONS = "nbd.max_connections"
@@ -52,13 +53,13 @@ class Admission:
                  log_interval: float = LOG_INTERVAL) -> None:
         self.max_connections = max_connections
         self.max_per_client = max_per_client
-        self.per_client: dict[str, int] = {}     # host -> open connections
+        self.per_client = ClientCounts()         # host -> open connections
         self.refused = 0
         self._throttle = LogThrottle(log_interval)
 
     def decide(self, host: str, connections: int, now: float) -> Refuse | None:
         """None: accept (then ``begin(host)``). ``connections``: how many are open now."""
-        reached = limit_reached(self.per_client.get(host, 0), connections,
+        reached = limit_reached(self.per_client[host], connections,
                                 self.max_connections, self.max_per_client)
         if reached is None:
             return None
@@ -68,11 +69,7 @@ class Admission:
         return Refuse(host, limit, why, hidden is not None, hidden or 0)
 
     def begin(self, host: str) -> None:
-        self.per_client[host] = self.per_client.get(host, 0) + 1
+        self.per_client.begin(host)
 
     def end(self, host: str) -> None:
-        left = self.per_client.get(host, 0) - 1
-        if left > 0:
-            self.per_client[host] = left
-        else:
-            self.per_client.pop(host, None)
+        self.per_client.end(host)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from . import codec as c
 from .handshake import MAX_REQUEST
+from bootserverd.ops.transfers import Transfer
 
 READ, REPLY, CACHE, DISC = range(4)
 
@@ -34,6 +35,11 @@ class SessionRecord:
     @staticmethod
     def outcome_of(attached: bool, ended_by_client: bool) -> str:
         return "no_export" if not attached else "done" if ended_by_client else "aborted"
+
+    def as_transfer(self) -> Transfer:
+        what = f"NBD {self.export or '-'} closed after {self.bytes_sent} bytes: {self.reason}"
+        return Transfer("nbd", self.client.rsplit(":", 1)[0], self.export or "", self.bytes_sent, self.seconds,
+                        self.outcome, self.export is not None, what)
 
     def summary(self) -> str:
         if self.export is None:
@@ -89,6 +95,15 @@ class RequestParser:
                 break
         del buf[:pos]
         return out
+
+    def pending(self) -> tuple[bytes, int]:
+        """(bytes of a request read in part, WRITE payload bytes still to discard): what a
+        restarted daemon must know to parse on where this one stopped."""
+        return bytes(self._buf), self._skip
+
+    def resume(self, buffered: bytes, skip: int) -> None:
+        self._buf[:0] = buffered
+        self._skip = skip
 
 
 _FLAGS_OK = {

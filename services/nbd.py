@@ -16,27 +16,31 @@ from twisted.logger import Logger
 from bootserverd.boot.report import LiveSession
 from bootserverd.config.settings import NbdConfig
 from bootserverd.ops.metrics import Metrics
+from bootserverd.ops.transfers import Transfer, TransferLedger
 from nbd.admission import Admission
 from nbd.exports import ExportCatalog, Images
 from nbd.listener import NBDFactory, open_export
 from nbd.transmission import SessionRecord
 
 log = Logger(namespace="bootserverd.nbd")
+# A classroom connects at once; a short accept queue turns that into SYN retries of 1 s, 3 s, ...
+LISTEN_BACKLOG = 511
 
 
 class NBDService(Service):
     name = "nbd"
 
     def __init__(self, config: NbdConfig, images: Images, reactor=None,
-                 on_session: Callable[[SessionRecord], None] | None = None,
+                 on_transfer: Callable[[Transfer], None] | None = None,
                  metrics: Metrics | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
-        self.on_session = on_session
         self.metrics = metrics
+        # bytes reach the metrics per scrape, as they are sent (_count_sent), not per session
+        self.ledger = TransferLedger("nbd", metrics, on_transfer, count_bytes=False)
         counters = {"on_count": metrics.nbd_connections.set} if metrics is not None else {}
         self.factory = NBDFactory(
             ExportCatalog(images, open_export), reactor,
@@ -66,14 +70,11 @@ class NBDService(Service):
                 for p in self.factory.connections if p.export is not None]
 
     def status(self) -> dict[str, int]:
-        return {"connections": len(self.factory.connections),
+        return {"connections": len(self.factory.connections), "sessions": dict(self.ledger.outcomes),
                 "refused": self.factory.admission.refused}
 
     def _session_ended(self, record: SessionRecord) -> None:
-        if self.metrics is not None:
-            self.metrics.transfers.labels(service="nbd", outcome=record.outcome).inc()
-        if self.on_session is not None:
-            self.on_session(record)
+        self.ledger.add(record.as_transfer())
 
     def startService(self) -> None:
         super().startService()
@@ -82,7 +83,7 @@ class NBDService(Service):
         if not self.config.enabled:
             return
         listen = self.config.listen
-        self.port = self.reactor.listenTCP(listen.port, self.factory, backlog=128,
+        self.port = self.reactor.listenTCP(listen.port, self.factory, backlog=LISTEN_BACKLOG,
                                            interface=listen.host)
         log.info("NBD listening on {host}:{port}", host=listen.host,
                  port=self.port.getHost().port)
@@ -96,7 +97,7 @@ class NBDService(Service):
         old_listen, self.config = self.config.listen, config
         if config.listen != old_listen and self.port is not None:
             old_port = self.port
-            self.port = self.reactor.listenTCP(config.listen.port, self.factory, backlog=128,
+            self.port = self.reactor.listenTCP(config.listen.port, self.factory, backlog=LISTEN_BACKLOG,
                                                interface=config.listen.host)
             old_port.stopListening()
             log.info("NBD listening on {listen} instead of {old}", listen=str(config.listen),

@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.ratelimit import LogThrottle, suffix
+from bootserverd.ops.transfers import Transfer, TransferLedger
 from tftp import codec
 from tftp.admission import FileUnavailable
 from tftp.protocol import TFTPServerProtocol
@@ -28,7 +29,7 @@ class TFTPService(Service):
     name = "tftp"
 
     def __init__(self, config, boot_files, reactor=None,
-                 on_transfer: Callable[[TransferRecord], None] | None = None,
+                 on_transfer: Callable[[Transfer], None] | None = None,
                  metrics: Metrics | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
@@ -36,13 +37,10 @@ class TFTPService(Service):
         self.config = config
         self.boot_files = boot_files
         self.reactor = reactor
-        self.on_transfer = on_transfer
         self.metrics = metrics if metrics is not None else Metrics()   # the app shares its registry
+        self.ledger = TransferLedger("tftp", self.metrics, on_transfer)
         self.refusals_log = LogThrottle()
         self.port = None
-        self.transfers_ok = 0
-        self.transfers_failed = 0
-        self.bytes_sent = 0
         self.protocol = self._make_protocol(config)
         self._draining: list[TFTPServerProtocol] = []   # old listeners' transfers (SIGHUP)
 
@@ -71,9 +69,9 @@ class TFTPService(Service):
                      port=port.getHost().port, old=str(old.listen))
 
     def status(self) -> dict:
-        return {"active_transfers": self.active_transfers, "transfers_ok": self.transfers_ok,
-                "transfers_failed": self.transfers_failed, "bytes_sent": self.bytes_sent,
-                "rrq_dropped_busy": self.protocol.admission.refused_busy}
+        return {"active_transfers": self.active_transfers, "transfers": dict(self.ledger.outcomes),
+                "transfers_ok": self.ledger.ok, "transfers_failed": self.ledger.failed(),
+                "bytes_sent": self.ledger.bytes_sent, "rrq_dropped_busy": self.protocol.admission.refused_busy}
 
     def _open(self, path: str, client_ip: str):
         try:
@@ -92,16 +90,8 @@ class TFTPService(Service):
             raise FileUnavailable(code, str(e)) from None
 
     def _finished(self, r: TransferRecord) -> None:
-        if r.ok:
-            self.transfers_ok += 1
-        else:
-            self.transfers_failed += 1
-        self.bytes_sent += r.bytes
-        self.metrics.transfers.labels(service="tftp", outcome=r.kind).inc()
-        self.metrics.bytes_sent.labels(service="tftp").inc(r.bytes)
         self._log(r)
-        if self.on_transfer is not None:
-            self.on_transfer(r)
+        self.ledger.add(r.as_transfer())
 
     def _log(self, r: TransferRecord) -> None:
         more = ""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from bootserverd.ops.clients import ClientCounts
+
 from . import codec
 from .netascii import MAX_SIZE as NETASCII_MAX_SIZE, NetasciiFile
 
@@ -56,7 +58,7 @@ class Admission:
     def __init__(self, max_transfers: int = 256, max_per_client: int = 8) -> None:
         self.max_transfers = max_transfers
         self.max_per_client = max_per_client
-        self.per_client: dict[str, int] = {}    # host -> running transfers
+        self.per_client = ClientCounts()        # host -> running transfers
         self.refused_busy = 0                   # RRQs dropped at max_transfers
 
     def decide(self, data: bytes, peer: tuple, transfers) -> Admit | Refuse | Ignore:
@@ -78,7 +80,7 @@ class Admission:
             return DUPLICATE
         if pkt.mode not in MODES:
             return Refuse(codec.E_ILLEGAL, f"unsupported mode {pkt.mode!r}", pkt)
-        if self.per_client.get(peer[0], 0) >= self.max_per_client:
+        if self.per_client[peer[0]] >= self.max_per_client:
             return Refuse(codec.E_UNDEFINED, "too many transfers from this client", pkt)
         if len(transfers) >= self.max_transfers:
             self.refused_busy += 1
@@ -95,11 +97,7 @@ class Admission:
         return NetasciiFile(file, lookback=policy.max_windowsize * policy.max_blksize)
 
     def begin(self, host: str) -> None:
-        self.per_client[host] = self.per_client.get(host, 0) + 1
+        self.per_client.begin(host)
 
     def end(self, host: str) -> None:
-        left = self.per_client[host] - 1
-        if left:
-            self.per_client[host] = left
-        else:
-            del self.per_client[host]
+        self.per_client.end(host)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import codec
+from bootserverd.ops.transfers import Transfer
 
 MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464
 MAX_WINDOWSIZE = 65535
@@ -108,6 +109,10 @@ class TransferRecord:
         if o.startswith("client"):
             return "aborted"
         return "stalled" if o.startswith("timeout") else "failed"
+
+    def as_transfer(self) -> Transfer:
+        what = f"TFTP {self.filename} {self.bytes} bytes" + ("" if self.ok else f": {self.outcome}")
+        return Transfer("tftp", self.client, self.filename, self.bytes, self.seconds, self.kind, self.ok, what)
 
     def line(self) -> str:
         opts = " ".join(f"{k}={v}" for k, v in self.options) or "no options"

@@ -16,6 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from bootserverd.ops.transfers import Transfer
+
 BOOT_GAP = 300.0          # quiet seconds after which an ACK is a new boot
 STALL = 60.0              # an unfinished boot quiet this long is reported as stopped
 MAX_DEVICES = 20000       # bounded memory: the least recently active device is forgotten
@@ -72,24 +74,12 @@ class BootReport:
         boot.ip, boot.hostname = ip, lease.hostname or boot.hostname
         self._add(boot, Event(now, "dhcp", f"ACK {ip}" + (f" ({lease.hostname})" if lease.hostname else "")))
 
-    def tftp_transfer(self, record) -> None:
-        """TFTPService(on_transfer=): a tftp.session.TransferRecord."""
-        what = f"TFTP {record.filename} {record.bytes} bytes"
-        if not record.ok:
-            what += f": {record.outcome}"
-        self._by_ip(record.client, Event(self.clock() - record.seconds, "tftp", what, record.ok, record.seconds))
-
-    def http_transfer(self, record) -> None:
-        """The HTTP service's FileSender: a services.http.transfer.TransferRecord."""
-        what = f"HTTP {record.path} {record.sent} bytes" + ("" if record.ok else f": {record.outcome}")
-        self._by_ip(record.client, Event(self.clock() - record.seconds, "http", what, record.ok, record.seconds))
-
-    def nbd_session(self, record) -> None:
-        """NBDService(on_session=): a session ended (nbd.transmission.SessionRecord)."""
-        what = f"NBD {record.export or '-'} closed after {record.bytes_sent} bytes: {record.reason}"
-        host = record.client.rsplit(":", 1)[0]      # "host:port"
-        self._by_ip(host, Event(self.clock() - record.seconds, "nbd", what, record.export is not None,
-                                record.seconds))
+    def transfer(self, transfer: Transfer) -> None:
+        """Every service's ``on_transfer=``: a file sent over TFTP or HTTP, an NBD session ended
+        (bootserverd.ops.transfers.Transfer). An NBD session that reached its export means the
+        root was attached."""
+        self._by_ip(transfer.client, Event(self.clock() - transfer.seconds, transfer.service, transfer.summary,
+                                           transfer.ok, transfer.seconds))
 
     # -- queries ------------------------------------------------------------------------------
     def timeline(self, mac: str) -> dict | None:

@@ -124,7 +124,8 @@ class DiffCache:
     def __init__(self, directory: Path, images, reactor, workers: int = 1, block_size: int = 4096,
                  nice: int = 10, max_bytes: int = 50 << 30,
                  demand: Callable[[], dict[tuple[str, str], int]] = dict,
-                 python: str = sys.executable, log=None, metrics=None):
+                 python: str = sys.executable, log=None, metrics=None,
+                 free_bytes: Callable[[], int] | None = None):
         from twisted.logger import Logger
         self.directory = Path(directory)
         self.images = images
@@ -135,6 +136,7 @@ class DiffCache:
         self.max_bytes = max_bytes
         self.demand = demand
         self.python = python
+        self.free_bytes = free_bytes or self._statvfs_free   # the cache filesystem's free bytes
         self.log = log or Logger(namespace="bootserverd.diffs")
         self.queue: list[tuple[str, object, object]] = []     # (key, source image, target image)
         self.running: dict[str, object] = {}                  # key → process transport
@@ -189,14 +191,14 @@ class DiffCache:
         ready = self._ready(key)
         if ready is not None:
             return ready
-        failed = self._backed_off(key)
+        failed = self.backed_off(key)
         if failed is not None:
             return Refused(507 if failed.free is not None else 500, f"{what} failed: {failed.why}")
         enqueue()
         one_build = max(1, round(size / rate))
         return Building(one_build * (1 + len(self.queue) // max(self.workers, 1)))
 
-    def _backed_off(self, key: str) -> Failure | None:
+    def backed_off(self, key: str) -> Failure | None:
         """The failure that keeps ``key`` from being built again now, if any. A build that ran
         out of space is retried as soon as the cache's filesystem has more room than it had
         after that failure (someone freed space); others wait FAILED_BACKOFF."""
@@ -204,10 +206,10 @@ class DiffCache:
         if failed is None:
             return None
         if failed.free is not None:
-            return failed if self._free() <= failed.free else None
+            return failed if self.free_bytes() <= failed.free else None
         return failed if self.reactor.seconds() - failed.at < FAILED_BACKOFF else None
 
-    def _free(self) -> int:
+    def _statvfs_free(self) -> int:
         try:
             st = os.statvfs(self.directory)
         except OSError:
@@ -232,7 +234,7 @@ class DiffCache:
     def _queue(self, key: str, source, target) -> None:
         if key in self.running or any(k == key for k, _, _ in self.queue) or self._ready(key):
             return
-        if self._backed_off(key) is not None:
+        if self.backed_off(key) is not None:
             return
         self.queue.append((key, source, target))
         self._next()
@@ -278,7 +280,7 @@ class DiffCache:
             why = errors.splitlines()[-1] if errors else f"builder exited with {code}"
             why = why.removeprefix("diff build failed: ")
             self.failed[key] = Failure(self.reactor.seconds(), why,
-                                       self._free() if code == EXIT_NO_SPACE else None)
+                                       self.free_bytes() if code == EXIT_NO_SPACE else None)
             if self.metrics is not None:
                 self.metrics.diff_builds.labels(outcome="failed").inc()
             self.log.error("{what}: build failed: {why}{where}", what=_what(source, target), why=why,

@@ -1,2 +1,2 @@
-"""Operations: logging, metrics, privileges, sd_notify, rate-limited logs.
-Imports only the standard library, Twisted and prometheus-client."""
+"""Operations: logging, metrics, privileges, sd_notify, and the rules all services share (rate-limited
+logs, per-client counts, finished transfers). Imports only the standard library, Twisted and prometheus-client."""

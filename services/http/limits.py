@@ -13,12 +13,13 @@ Refusals and cuts are logged at most once a minute per address and kind, with a 
 
 from __future__ import annotations
 
-from collections import Counter
-
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
+
+from bootserverd.ops.clients import ClientCounts
+from bootserverd.ops.ratelimit import LogThrottle, suffix
 
 log = Logger(namespace="bootserverd.http")
 LOG_EVERY = 60.0                 # seconds between log lines per (address, kind)
@@ -29,28 +30,20 @@ TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charse
 
 
 class RateLimitedLog:
-    """One line per (address, kind) per LOG_EVERY seconds, saying how many were suppressed."""
+    """Each refusal and cut counted in the metrics; logged once per (address, kind) per minute,
+    the next line saying how many were hidden (the one rule of ops.ratelimit)."""
 
     def __init__(self, clock, metrics=None):
         self.clock = clock
         self.metrics = metrics
-        self.last: dict[tuple[str, str], float] = {}
-        self.suppressed: Counter = Counter()
+        self.throttle = LogThrottle(LOG_EVERY, MAX_LOG_KEYS)
 
     def note(self, host: str, kind: str, text: str) -> None:
         if self.metrics is not None:
             self.metrics.errors.labels(service="http", kind=kind).inc()
-        key = (host, kind)
-        now = self.clock.seconds()
-        if now - self.last.get(key, -LOG_EVERY) < LOG_EVERY:
-            self.suppressed[key] += 1
-            return
-        if len(self.last) >= MAX_LOG_KEYS:
-            self.last.clear()
-        self.last[key] = now
-        more = self.suppressed.pop(key, 0)
-        log.warn("HTTP {client}: {text}{more}", client=host, text=text,
-                 more=f" ({more} more since the last line)" if more else "")
+        hidden = self.throttle.admit((host, kind), self.clock.seconds())
+        if hidden is not None:
+            log.warn("HTTP {client}: {text}{more}", client=host, text=text, more=suffix(hidden))
 
 
 class _TooMany(Protocol):
@@ -143,7 +136,7 @@ class LimitedSite(Site):
         self.clock = reactor
         self.max_per_client = max_per_client
         self.header_timeout = header_timeout
-        self.connections: Counter = Counter()
+        self.connections = ClientCounts()
         self.refused = 0
         self.cut = 0
         self.limits_log = RateLimitedLog(reactor, metrics)
@@ -159,14 +152,12 @@ class LimitedSite(Site):
         channel = super().buildProtocol(addr)
         channel.client_host = host
         channel.header_timeout = self.header_timeout
-        self.connections[host] += 1
+        self.connections.begin(host)
         return channel
 
     def release(self, host: str) -> None:
-        self.connections[host] -= 1
-        if self.connections[host] <= 0:
-            del self.connections[host]
+        self.connections.end(host)
 
     def status(self) -> dict:
-        return {"connections": sum(self.connections.values()), "clients": len(self.connections),
+        return {"connections": self.connections.total, "clients": len(self.connections),
                 "refused_too_many": self.refused, "cut_header_timeout": self.cut}

@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from bootserverd import __version__
 from bootserverd.images.diffs import DiffCache, in_window, parse_window
 from bootserverd.ops.metrics import Metrics
+from bootserverd.ops.transfers import TransferLedger
 from bootserverd.model.objects import normalize_mac
 from bootserverd.model.rollout import release_of
 from services.http.devices import DeviceResource
@@ -118,13 +119,12 @@ class HTTPService(Service):
             metrics = Metrics()
         self.metrics = metrics
         self.extra_status = extra_status      # () -> {section: dict}: directory, dhcp, ...
-        self.on_transfer = on_transfer        # (TransferRecord) -> None: the boot report
         self.boot_timeline = boot_timeline    # (mac) -> dict | None: the boot report's last boot
         self.started_at = time.time()
         self.port = None
         self.site = None
-        self.transfers = {"done": 0, "aborted": 0, "stalled": 0}
-        self.bytes_sent = 0
+        self.ledger = TransferLedger("http", metrics, on_transfer)   # on_transfer: the boot report
+        self.ledger.outcomes.update(done=0, aborted=0, stalled=0)   # /status shows them from the start
         self.sender = FileSender(reactor, self._transfer_done, config.stall_timeout, config.sendfile)
         self.boot_resource = BootFileResource(boot_files, self.sender)
         self.metrics_resource = MetricsResource(metrics)
@@ -162,20 +162,15 @@ class HTTPService(Service):
         return release_of(self.model.inventory.records.releases, name)
 
     def _transfer_done(self, record: TransferRecord) -> None:
-        self.transfers[record.outcome] = self.transfers.get(record.outcome, 0) + 1
-        self.bytes_sent += record.sent
-        self.metrics.transfers.labels(service="http", outcome=record.outcome).inc()
-        self.metrics.bytes_sent.labels(service="http").inc(record.sent)
         (log.info if record.ok else log.warn)("{line}", line=record.line())
-        if self.on_transfer is not None:
-            self.on_transfer(record)
+        self.ledger.add(record.as_transfer())
 
     def status(self) -> dict:
         inventory = self.model.inventory
         return {"version": __version__, "uptime_seconds": round(time.time() - self.started_at, 1),
                 "images": [image.summary() for image in self.images.published()],
                 "devices": len(inventory.devices),
-                "http": {"transfers": dict(self.transfers), "bytes_sent": self.bytes_sent,
+                "http": {"transfers": dict(self.ledger.outcomes), "bytes_sent": self.ledger.bytes_sent,
                          **(self.site.status() if self.site is not None else {})},
                 "diffs": self.diffs.status(),
                 **(self.extra_status() if self.extra_status else {})}

@@ -23,6 +23,8 @@ from twisted.internet import interfaces, tcp
 from twisted.web.http import RESPONSES
 from zope.interface import implementer
 
+from bootserverd.ops.transfers import Transfer
+
 CHUNK = 1 << 20                 # copy path: bytes per write
 SENDFILE_SLICE = 4 << 20        # sendfile path: at most this much per reactor turn (fairness)
 
@@ -50,6 +52,10 @@ class TransferRecord:
     @property
     def mbps(self) -> float:
         return self.sent / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def as_transfer(self) -> Transfer:
+        what = f"HTTP {self.path} {self.sent} bytes" + ("" if self.ok else f": {self.outcome}")
+        return Transfer("http", self.client, self.path, self.sent, self.seconds, self.outcome, self.ok, what)
 
     def line(self) -> str:
         span = f" range {self.start}-{self.start + self.length - 1}/{self.size}" if self.status == 206 else ""

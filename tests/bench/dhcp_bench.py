@@ -26,9 +26,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integration")]
+sys.path.insert(0, str(ROOT))
 
-from netns import namespaces, veth  # noqa: E402
+from tests.support.dhcp_lab import LAB  # noqa: E402
+from tests.support.netns import namespaces, veth  # noqa: E402
 
 SERVER_IP, RELAY_IP = "10.80.0.1", "10.80.0.2"
 POOL = ("10.80.1.0", "10.81.255.254")
@@ -69,8 +70,7 @@ dhcp:
       router: {SERVER_IP}
       lease_time: 3600
 """)
-    harness = ROOT / "tests" / "integration" / "test_dhcp_netns.py"
-    proc = ns.popen([sys.executable, str(harness), "serve", str(config)], cwd=ROOT,
+    proc = ns.popen([*LAB, "serve", str(config)], cwd=ROOT,
                     stdout=subprocess.PIPE, stderr=open(tmp / "server.log", "w"), text=True)
     if proc.stdout.readline().strip() != "READY":
         raise RuntimeError((tmp / "server.log").read_text())

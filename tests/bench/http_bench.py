@@ -31,8 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-from http_support import MKSQUASHFS, PYTHON, Daemon, free_tcp_port  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tests.support.http import MKSQUASHFS, PYTHON, Daemon, free_tcp_port  # noqa: E402
 
 LOCK = "/tmp/bootserverd-bench.lock"
 OLD, NEW = "bench-2026-01-01-000000-amd64", "bench-2026-02-01-000000-amd64"

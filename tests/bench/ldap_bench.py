@@ -34,8 +34,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
-from slapd_support import ADMIN_DN, ADMIN_PW, BASE, DAEMON_DN, Pair  # noqa: E402
+sys.path[:0] = [str(REPO)]
+from tests.support.slapd import ADMIN_DN, ADMIN_PW, BASE, DAEMON_DN, Pair  # noqa: E402
 from tests.support.config import write_config  # noqa: E402
 
 LOCK = "/tmp/bootserverd-bench.lock"

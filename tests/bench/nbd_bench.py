@@ -30,8 +30,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from nbd_support import PEER_CWD, Server, peer_env  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from tests.support.nbd import PEER_CWD, Server, peer_env  # noqa: E402
 
 IMAGE_SIZE = 2 << 30
 LOCK = "/tmp/bootserverd-bench.lock"

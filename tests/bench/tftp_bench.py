@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-from tftp_support import Server  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tests.support.tftp import Server  # noqa: E402
 
 MiB = 1 << 20
 LOCK = "/tmp/bootserverd-bench.lock"

@@ -1,5 +1,5 @@
 """The real Debian image of the slow end-to-end boot, built from the cached debootstrap minbase
-root (tests/integration/test_debian_package.py) in a chroot, and cached.
+root (tests/support/debian.py) in a chroot, and cached.
 
 Inside the chroot, apt installs linux-image-amd64, initramfs-tools, nbd-client, systemd-sysv,
 busybox and zstd (initramfs-tools' recommends: its scripts want busybox's tools; zstd is its
@@ -38,7 +38,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e import debs  # noqa: E402
-from tests.integration.test_debian_package import minbase_tarball  # noqa: E402  (the shared builder)
+from tests.support.debian import minbase_tarball  # noqa: E402
 
 MARKER = "BOOTSERVERD-E2E-MARKER"
 SERIES = "e2edebian"

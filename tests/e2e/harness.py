@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
+sys.path.insert(0, str(REPO))
 
-from netns import Netns, veth  # noqa: E402  (tests/integration/netns.py)
 from tests.support.config import write_config  # noqa: E402
 from tests.support.daemon import Daemon  # noqa: E402
+from tests.support.netns import Netns, veth  # noqa: E402
 
 SERVER_IP = "10.47.0.1"
 NETWORK = "10.47.0.0/24"

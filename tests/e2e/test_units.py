@@ -34,7 +34,7 @@ def _ack(report, ip="10.0.0.5", mac=MAC, host="pc1"):
 def _tftp(name, ok=True, client="10.0.0.5"):
     return TftpRecord(client=client, port=2000, filename=name, mode="octet", size=100, bytes=100 if ok else 0,
                       seconds=0.5, blksize=1408, windowsize=1, options=(), retransmissions=0, ok=ok,
-                      outcome="ok" if ok else "timed out")
+                      outcome="ok" if ok else "timed out").as_transfer()
 
 
 def test_timeline_follows_one_boot_across_services():
@@ -42,11 +42,11 @@ def test_timeline_follows_one_boot_across_services():
     report = BootReport(clock, lambda: live)
     _ack(report)
     clock.now += 1
-    report.tftp_transfer(_tftp("pxelinux.0"))
+    report.transfer(_tftp("pxelinux.0"))
     clock.now += 1
-    report.http_transfer(HttpRecord(client="10.0.0.5", method="GET", path="/boot/img/vmlinuz", status=200,
-                                    start=0, length=10, size=10, sent=10, seconds=0.25))
-    report.tftp_transfer(_tftp("other", client="10.9.9.9"))          # no lease: nobody's boot
+    report.transfer(HttpRecord(client="10.0.0.5", method="GET", path="/boot/img/vmlinuz", status=200,
+                               start=0, length=10, size=10, sent=10, seconds=0.25).as_transfer())
+    report.transfer(_tftp("other", client="10.9.9.9"))          # no lease: nobody's boot
     _ack(report)                                                     # the initramfs: same boot
     t = report.timeline(MAC)
     assert t["state"] == "in progress" and t["hostname"] == "pc1"
@@ -63,11 +63,11 @@ def test_where_a_boot_stopped_and_when_a_new_one_starts():
     clock = Clock()
     report = BootReport(clock)
     _ack(report)
-    report.tftp_transfer(_tftp("images/x/vmlinuz", ok=False))
+    report.transfer(_tftp("images/x/vmlinuz", ok=False))
     clock.now += STALL + 1
     t = report.timeline(MAC)
     assert t["state"] == "stopped after: TFTP images/x/vmlinuz 0 bytes: timed out"
-    report.nbd_session(SessionRecord("10.0.0.5:999", "x", 10, 1, 3.0, "client closed"))
+    report.transfer(SessionRecord("10.0.0.5:999", "x", 10, 1, 3.0, "client closed").as_transfer())
     assert report.timeline(MAC)["state"] == "root attached"
     _ack(report)                                      # after the root: a new boot
     assert [e["kind"] for e in report.timeline(MAC)["events"]] == ["dhcp"]

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.fuzz.test_fuzz_short import TARGETS, run_target  # noqa: E402
+from tests.fuzz.targets import TARGETS, run_target  # noqa: E402
 from tests.reliability import figures  # noqa: E402
 
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.fuzz import harness
+from tests.fuzz.targets import TARGETS, run_target
 
-TARGETS = ("dhcp", "tftp", "nbd", "http", "config", "ldap")
-RUN = Path(__file__).resolve().parent / "run.py"
-ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("BOOTSERVERD_FUZZ_SECONDS", "2.5"))
 
 
@@ -23,25 +18,6 @@ SECONDS = float(os.environ.get("BOOTSERVERD_FUZZ_SECONDS", "2.5"))
 def test_corpus_replays_cleanly(target):
     module = importlib.import_module(f"tests.fuzz.fuzz_{target}")
     assert harness.replay(target, module.one_input) >= 5     # small, but a real seed set
-
-
-def run_target(target: str, scratch: Path, runs: int, seconds: float, timeout: float):
-    """One atheris run; returns (runs done, seconds, crash files, output tail)."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    artifacts = scratch.parent / f"{target}-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, str(RUN), target, f"-runs={runs}", f"-max_total_time={int(seconds) or 1}",
-         "-max_len=12000", "-timeout=10", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
-         str(scratch), str(harness.CORPUS / target)],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    out = proc.stderr + proc.stdout
-    done = 0
-    for line in out.splitlines():
-        if line.startswith("Done ") and " runs in " in line:
-            done = int(line.split()[1])
-    crashes = sorted(p.name for p in artifacts.iterdir())
-    return proc.returncode, done, crashes, out[-3000:]
 
 
 @pytest.mark.parametrize("target", TARGETS)

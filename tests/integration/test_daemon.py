@@ -174,7 +174,7 @@ def test_leases_command_lists_the_journal(tmp_path):
 
 
 def test_sighup_moves_the_nbd_listener_without_dropping_a_connected_client(tmp_path):
-    from nbd_support import load_libnbd
+    from tests.support.nbd import load_libnbd
     libnbd = load_libnbd()
     config = write_config(tmp_path, nbd={"enabled": True})
     image = build_image(tmp_path / "images" / f"{IMAGE}.img")

@@ -3,42 +3,19 @@ each installed with apt into its own clean Debian 12 root made by debootstrap an
 the server (``bootserverd``, the package's own autopkgtest) and what goes into the OS image
 (``bootserverd-client``: the updater, its two units, the initramfs-tools pieces).
 
-The minbase root is cached between runs in /var/cache/bootserverd-tests (outside the repo);
-each run unpacks a fresh copy, so nothing from an earlier install is left in it.
+The minbase root is cached between runs (tests/support/debian.py); each run unpacks a fresh
+copy, so nothing from an earlier install is left in it.
 """
 
-import fcntl
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from tests.support.debian import minbase_tarball
+
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path("/var/cache/bootserverd-tests")
-BASE = CACHE / "bookworm-minbase.tar"
-MIRROR = "http://deb.debian.org/debian"
-
-
-def minbase_tarball() -> Path:
-    """The debootstrap minbase root as a tarball, made once (tests/e2e/debian_image.py shares it)."""
-    if BASE.exists():
-        return BASE
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".minbase.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)          # two test runs at once build it once
-        if BASE.exists():
-            return BASE
-        staging = CACHE / "minbase.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(staging), MIRROR],
-                       check=True, stdout=subprocess.DEVNULL, timeout=900)
-        with tarfile.open(f"{BASE}.partial", "w") as tar:
-            tar.add(staging, arcname=".")
-        Path(f"{BASE}.partial").rename(BASE)
-        shutil.rmtree(staging, ignore_errors=True)
-    return BASE
 
 
 @pytest.fixture(scope="module")

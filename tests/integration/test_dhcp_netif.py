@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.integration.netns import namespaces, veth
+from tests.support.netns import namespaces, veth
 
 ROOT = Path(__file__).resolve().parents[2]
 READ = ("import json, sys; sys.path.insert(0, sys.argv[1]); from dhcp.netif import read_addresses;"

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from dhcp.journal import list_leases
-from tests.integration import test_dhcp_netns as dn
-from tests.integration.netns import namespaces, veth
+from tests.support import dhcp_lab as lab
+from tests.support.netns import namespaces, veth
 
 SQUATTED = "10.50.0.100"        # the pool's first address, configured by hand on a host
 
@@ -38,13 +38,13 @@ def test_a_used_address_is_skipped(tmp_path, socket_kind):
         if socket_kind == "ICMP ping socket":   # per namespace; a new one admits no group
             r = srv.run(["sysctl", "-w", "net.ipv4.ping_group_range=0 2147483647"])
             assert r.returncode == 0, r.stderr
-        server = dn.Server(srv, dn.write_config(tmp_path, dhcp_yaml(True)), tmp_path / "s.log")
+        server = lab.Server(srv, lab.write_config(tmp_path, dhcp_yaml(True)), tmp_path / "s.log")
         server.start()
         try:
             started = time.monotonic()
-            got = dn.udhcpc(cli, tmp_path, "52:54:00:dd:00:01")
+            got = lab.udhcpc(cli, tmp_path, "52:54:00:dd:00:01")
             seconds = time.monotonic() - started
-            again = dn.udhcpc(cli, tmp_path, "52:54:00:dd:00:02")
+            again = lab.udhcpc(cli, tmp_path, "52:54:00:dd:00:02")
         finally:
             server.stop()
         log = server.log.read_text()
@@ -63,10 +63,10 @@ def test_probe_off_offers_the_used_address(tmp_path):
         veth(srv, "s0", cli, "c0")
         srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
         cli.ip("addr", "add", f"{SQUATTED}/21", "dev", "c0")
-        server = dn.Server(srv, dn.write_config(tmp_path, dhcp_yaml(False)), tmp_path / "s.log")
+        server = lab.Server(srv, lab.write_config(tmp_path, dhcp_yaml(False)), tmp_path / "s.log")
         server.start()
         try:
-            got = dn.udhcpc(cli, tmp_path, "52:54:00:dd:00:01")
+            got = lab.udhcpc(cli, tmp_path, "52:54:00:dd:00:01")
         finally:
             server.stop()
         log = server.log.read_text()

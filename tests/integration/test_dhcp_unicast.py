@@ -57,12 +57,12 @@ def sniff(ifname: str, seconds: float) -> None:
 # ---------------------------------------------------------------------------------------
 import pytest  # noqa: E402
 
-from tests.integration import test_dhcp_netns as dn  # noqa: E402
-from tests.integration.netns import namespaces, veth  # noqa: E402
+from tests.support import dhcp_lab as lab  # noqa: E402
+from tests.support.netns import namespaces, veth  # noqa: E402
 
 
 def dhcp_yaml(unicast: bool) -> str:
-    return dn.SERVER_DHCP.replace("  interfaces: [s0]\n",
+    return lab.SERVER_DHCP.replace("  interfaces: [s0]\n",
                                   f"  interfaces: [s0]\n  unicast_offers: {str(unicast).lower()}\n")
 
 
@@ -70,13 +70,13 @@ def lease_and_replies(tmp_path, unicast: bool, mac: str):
     with namespaces("dusrv", "ducli") as (srv, cli):
         veth(srv, "s0", cli, "c0")
         srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
-        server = dn.Server(srv, dn.write_config(tmp_path, dhcp_yaml(unicast)), tmp_path / "s.log")
+        server = lab.Server(srv, lab.write_config(tmp_path, dhcp_yaml(unicast)), tmp_path / "s.log")
         server.start()
         sniffer = cli.popen([sys.executable, SELF, "sniff", "c0", "30"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
         try:
             assert sniffer.stdout.readline().strip() == "READY"
-            got = dn.udhcpc(cli, tmp_path, mac)
+            got = lab.udhcpc(cli, tmp_path, mac)
             time.sleep(0.2)
             out, _ = sniffer.communicate("stop\n", timeout=10)
             neigh = srv.run(["ip", "neigh", "show", "dev", "s0"]).stdout
@@ -88,7 +88,7 @@ def lease_and_replies(tmp_path, unicast: bool, mac: str):
     return got, json.loads(out.strip().splitlines()[-1]), neigh, server.log.read_text()
 
 
-@pytest.mark.parametrize("mac, ip", [(dn.RESERVED_MAC, "10.50.0.57"),      # reserved device
+@pytest.mark.parametrize("mac, ip", [(lab.RESERVED_MAC, "10.50.0.57"),      # reserved device
                                      ("52:54:00:ee:00:01", "10.50.0.100")])  # pool client
 def test_unicast_offer_and_ack_through_a_neighbour_entry(tmp_path, mac, ip):
     got, replies, neigh, log = lease_and_replies(tmp_path, True, mac)

@@ -7,8 +7,8 @@ import subprocess
 import threading
 import time
 
-import test_dhcp_netns as dn
-from netns import namespaces, veth
+from tests.support import dhcp_lab as lab
+from tests.support.netns import namespaces, veth
 
 PORT = 8099                     # inside the test's own namespace: no clash with other tests
 
@@ -18,12 +18,12 @@ def test_status_boot_timeline(tmp_path):
         veth(srv, "s0", cli, "c0")
         srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
         srv.ip("link", "set", "lo", "up")
-        config = dn.write_config(tmp_path, dn.SERVER_DHCP)
+        config = lab.write_config(tmp_path, lab.SERVER_DHCP)
         text = config.read_text()
         assert "http: {enabled: false}" in text
         config.write_text(text.replace("http: {enabled: false}",
                                        f'http: {{enabled: true, listen: "10.50.0.1:{PORT}"}}'))
-        proc = srv.popen([dn.PY, "-m", "bootserverd", "run", "--config", str(config)], cwd=dn.ROOT,
+        proc = srv.popen([lab.PY, "-m", "bootserverd", "run", "--config", str(config)], cwd=lab.ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -41,17 +41,17 @@ def test_status_boot_timeline(tmp_path):
                     not any("ports 67" in line for line in list(lines)):
                 time.sleep(0.1)
             assert any("ports 67" in line for line in list(lines)), "".join(lines)
-            assert dn.udhcpc(cli, tmp_path, dn.RESERVED_MAC)["ip"] == "10.50.0.57"
-            code, body = get(f"/status/boot/{dn.RESERVED_MAC.upper().replace(':', '-')}")
+            assert lab.udhcpc(cli, tmp_path, lab.RESERVED_MAC)["ip"] == "10.50.0.57"
+            code, body = get(f"/status/boot/{lab.RESERVED_MAC.upper().replace(':', '-')}")
             assert code == 200, body
             report = json.loads(body)
-            assert report["mac"] == dn.RESERVED_MAC and report["ip"] == "10.50.0.57"
+            assert report["mac"] == lab.RESERVED_MAC and report["ip"] == "10.50.0.57"
             assert report["hostname"] == "class-12"
             assert [e["kind"] for e in report["events"]] == ["dhcp"]
             assert report["events"][0]["what"].startswith("ACK 10.50.0.57")
             # the same data the CLI reads from /status
             status = json.loads(get("/status")[1])
-            assert status["boot"]["recent"][dn.RESERVED_MAC] == report
+            assert status["boot"]["recent"][lab.RESERVED_MAC] == report
             assert get("/status/boot/52:54:00:99:99:99")[0] == 404
             assert get("/status/boot/not-a-mac")[0] == 400
             assert get("/status/boot/")[0] == 400                   # an empty MAC is malformed too

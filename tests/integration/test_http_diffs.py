@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from http_support import Daemon, build_pair, change_tree, curl, make_tree, mksquashfs, sha256
+from tests.support.http import Daemon, build_pair, change_tree, curl, make_tree, mksquashfs, sha256
 
 OLD, NEW, NEWER = ("ser-2026-01-01-000000-amd64", "ser-2026-02-01-000000-amd64", "ser-2026-03-01-000000-amd64")
 OTHER = "other-2026-01-01-000000-amd64"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from http_support import Daemon, curl, mksquashfs, sha256
+from tests.support.http import Daemon, curl, mksquashfs, sha256
 
 SIZE = 256 << 10                      # one file: random bytes, so squashfs stores it as is
 EV = [f"ev-2026-0{i + 1}-01-000000-amd64" for i in range(4)]      # V0 … V3

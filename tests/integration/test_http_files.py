@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from http_support import Daemon, build_pair, curl, make_tree, mksquashfs, sha256
+from tests.support.http import Daemon, build_pair, curl, make_tree, mksquashfs, sha256
 
 OLD, NEW, BIG = "ser-2026-01-01-000000-amd64", "ser-2026-02-01-000000-amd64", "big-2026-01-01-000000-amd64"
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from http_support import Daemon, curl
+from tests.support.http import Daemon, curl
 from tests.support.images import build_image
 
 IMAGE = "lim-2026-01-01-000000-amd64"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from http_support import PYTHON, REPO, Daemon, change_tree, make_tree, mksquashfs, sha256
+from tests.support.http import PYTHON, REPO, Daemon, change_tree, make_tree, mksquashfs, sha256
 
 OLD, NEW, NEWER = (f"dsk-2026-0{i}-01-000000-amd64" for i in (1, 2, 3))
 INVENTORY = f"""

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from http_support import Daemon, build_pair, curl, sha256
+from tests.support.http import Daemon, build_pair, curl, sha256
 
 OLD, NEW = "zs-2026-01-01-000000-amd64", "zs-2026-02-01-000000-amd64"
 

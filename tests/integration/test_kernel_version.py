@@ -141,7 +141,7 @@ def test_extracted_kernels_share_the_cache_directory_of_the_image(daemon):
 
 
 def test_directory_kernel_version_reaches_the_generated_config(tmp_path):
-    from slapd_support import BASE, DAEMON_DN, Pair, device_attrs
+    from tests.support.slapd import BASE, DAEMON_DN, Pair, device_attrs
     pair = Pair()
     try:
         devices = f"ou=Devices,{BASE}"

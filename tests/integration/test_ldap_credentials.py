@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from slapd_support import (ADMIN_DN, ADMIN_PW, BASE, DAEMON_DN, DAEMON_PW, REPO, SCHEMA_DIR, Pair, Slapd,
+from tests.support.slapd import (ADMIN_DN, ADMIN_PW, BASE, DAEMON_DN, DAEMON_PW, REPO, SCHEMA_DIR, Pair, Slapd,
                            device_attrs, standard_schemas)
 from tests.support.config import write_config
 from tests.support.daemon import Daemon

@@ -11,7 +11,7 @@ import ldap
 import pytest
 import yaml
 
-from slapd_support import BASE, DAEMON_DN, Pair, device_attrs
+from tests.support.slapd import BASE, DAEMON_DN, Pair, device_attrs
 from tests.support.config import write_config
 from tests.support.daemon import Daemon
 

@@ -4,7 +4,7 @@ import time
 import ldap
 
 from ldapsync import replica as slave
-from slapd_support import (ADMIN_DN, ADMIN_PW, BASE, DAEMON_DN, SCHEMA_DIR, Slapd, device_attrs,
+from tests.support.slapd import (ADMIN_DN, ADMIN_PW, BASE, DAEMON_DN, SCHEMA_DIR, Slapd, device_attrs,
                            standard_schemas)
 
 

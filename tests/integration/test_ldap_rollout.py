@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bootserverd.model.rollout import bucket
-from slapd_support import BASE, DAEMON_DN, Pair, device_attrs
+from tests.support.slapd import BASE, DAEMON_DN, Pair, device_attrs
 from tests.support.config import write_config
 from tests.support.daemon import Daemon
 from tests.support.images import build_image

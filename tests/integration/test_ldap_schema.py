@@ -7,7 +7,7 @@ import uuid
 import ldap
 import pytest
 
-from slapd_support import BASE, REPO, SCHEMA_DIR, Slapd, device_attrs, standard_schemas
+from tests.support.slapd import BASE, REPO, SCHEMA_DIR, Slapd, device_attrs, standard_schemas
 
 SCHEMA = REPO / "etc" / "ldap" / "bootserverd.schema"
 LDIF = REPO / "etc" / "ldap" / "bootserverd.ldif"

@@ -5,12 +5,10 @@ import socket
 import struct
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbd_support import ROOT, Server, raw_go, recv_exact  # noqa: E402
+from tests.support.nbd import ROOT, Server, raw_go, recv_exact
 
 sys.path.insert(0, str(ROOT))
 from nbd import codec as c  # noqa: E402

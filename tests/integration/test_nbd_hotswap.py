@@ -2,13 +2,10 @@
 new version is published and the old file is deleted."""
 
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbd_support import Server, load_libnbd, random_reads  # noqa: E402
+from tests.support.nbd import Server, load_libnbd, random_reads
 
 CLIENTS = 32
 SIZE = 16 << 20

@@ -3,13 +3,10 @@
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbd_support import PEER_CWD, Server, load_libnbd, peer_env, sha256  # noqa: E402
+from tests.support.nbd import PEER_CWD, Server, load_libnbd, peer_env, sha256
 
 SIZES = {"alpha": 8 << 20, "beta": 3 << 20, "odd": 1000123}
 

@@ -6,11 +6,8 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbd_support import (PEER_CWD, ROOT, DirImages, Server, load_libnbd, peer_env,  # noqa: E402
-                         recv_exact)
+from tests.support.nbd import PEER_CWD, ROOT, DirImages, Server, load_libnbd, peer_env, recv_exact
 
 sys.path.insert(0, str(ROOT))
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
@@ -55,13 +52,13 @@ def test_service_listens_where_configured_and_only_when_enabled(tmp_path):
     records = []
     svc = NBDService(NbdConfig(listen=Listen("127.0.0.1", 10809), max_connections=7,
                                max_connections_per_client=2, handshake_timeout=3.0),
-                     DirImages(tmp_path), reactor=reactor, on_session=records.append)
+                     DirImages(tmp_path), reactor=reactor, on_transfer=records.append)
     svc.startService()
     port, factory, backlog, interface = reactor.tcpServers[0]
-    assert (port, interface) == (10809, "127.0.0.1")
+    assert (port, interface, backlog) == (10809, "127.0.0.1", 511)
     assert (factory.admission.max_connections, factory.admission.max_per_client,
             factory.handshake_timeout) == (7, 2, 3.0)
-    assert svc.status() == {"connections": 0, "refused": 0} and svc.live_sessions() == []
+    assert svc.status() == {"connections": 0, "sessions": {}, "refused": 0} and svc.live_sessions() == []
     svc.stopService()
 
     off = NBDService(NbdConfig(enabled=False), DirImages(tmp_path), reactor=MemoryReactorClock())
@@ -124,7 +121,9 @@ def test_metrics_live_sessions_and_status_follow_real_clients(tmp_path):
         h.connect_uri(server.uri("alpha"))
         assert h.pread(4096, 8192) == data[8192:12288]
         view = server.sessions()
-        assert view["status"] == {"connections": 2, "refused": 0}
+        ended = view["status"]["sessions"]
+        assert ended["done"] >= 2 and ended["no_export"] == 1 and "aborted" not in ended
+        assert (view["status"]["connections"], view["status"]["refused"]) == (2, 0)
         (live,) = view["live"]                       # the raw socket has not chosen an export
         assert (live["client"], live["export"], live["bytes_sent"]) == ("127.0.0.1", "alpha", 4096)
         assert live["started"] > 0
@@ -132,6 +131,8 @@ def test_metrics_live_sessions_and_status_follow_real_clients(tmp_path):
         h.shutdown()
         assert wait_for(connections, 0) == 0
         assert sent() == probed + SIZE + 4096
-        assert server.sessions() == {"status": {"connections": 0, "refused": 0}, "live": []}
+        after = server.sessions()
+        assert (after["status"]["connections"], after["status"]["refused"], after["live"]) == (0, 0, [])
+        assert after["status"]["sessions"]["done"] == ended["done"] + 1        # the libnbd session
     finally:
         server.stop()

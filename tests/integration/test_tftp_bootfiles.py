@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import tftpy
 
-from tftp_support import Server
+from tests.support.tftp import Server
 
 IMAGE = "bionic-2026-01-01-000000-amd64"
 MAC, OFF = "52:54:00:00:00:01", "52:54:00:00:00:02"

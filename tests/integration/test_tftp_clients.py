@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import tftpy
 
-from tftp_support import Server
+from tests.support.tftp import Server
 
 CLIENT_TIMEOUT = 60
 

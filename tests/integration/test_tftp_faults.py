@@ -4,9 +4,9 @@ import os
 
 import pytest
 
+from tests.support.tftp import RawClient, Server
 from tftp import codec
 from tftp.codec import Ack, Data, Error, OAck
-from tftp_support import RawClient, Server
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +244,7 @@ def test_netascii_is_refused_for_image_sized_files(server):
 
 def test_sighup_reconfigure_moves_the_listener_and_keeps_transfers(tmp_path):
     import signal
-    from tftp_support import free_udp_port
+    from tests.support.tftp import free_udp_port
     root = tmp_path / "root"
     root.mkdir()
     (root / "f").write_bytes(b"x" * 5000)

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
+from tests.support.tftp import RawClient, Server
 from tftp import codec
 from tftp.codec import Data, Error
-from tftp_support import RawClient, Server
 
 SECRET = b"TOP-SECRET-" + os.urandom(8).hex().encode()
 

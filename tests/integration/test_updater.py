@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from http_support import PYTHON, REPO, Daemon, build_pair, sha256
+from tests.support.http import PYTHON, REPO, Daemon, build_pair, sha256
 
 OLD, NEW = "ser-2026-01-01-000000-amd64", "ser-2026-02-01-000000-amd64"
 INVENTORY = f"""

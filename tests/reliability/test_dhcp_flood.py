@@ -8,21 +8,16 @@ pxe-only) the flood gets nothing."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.integration import test_dhcp_netns as dn
-from tests.integration.netns import namespaces, veth
 from tests.reliability import figures
+from tests.support import dhcp_lab as lab
+from tests.support.netns import namespaces, veth
 
 FLOOD = str(Path(__file__).resolve().parent / "dhcp_flood.py")
-SCRIPT = """#!/bin/sh
-[ "$1" = bound ] && echo "ip=$ip" >> "$OUT"
-exit 0
-"""
 
 
 def dhcp_yaml(unknown: str, pool: str, reserve: str = "0") -> str:
@@ -38,39 +33,28 @@ def dhcp_yaml(unknown: str, pool: str, reserve: str = "0") -> str:
 """
 
 
-def udhcpc(ns, tmp: Path, mac: str) -> str | None:
-    ns.ip("link", "set", "c0", "address", mac)
-    script = tmp / "u.sh"
-    script.write_text(SCRIPT)
-    script.chmod(0o755)
-    out = tmp / f"u-{mac.replace(':', '')}-{time.monotonic_ns()}"
-    ns.run(["busybox", "udhcpc", "-i", "c0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-s", str(script)],
-           env={**os.environ, "OUT": str(out)}, timeout=20)
-    return out.read_text().split("=", 1)[1].strip() if out.exists() else None
-
-
 def phase(srv, flo, leg, tmp: Path, unknown: str, count: int, pool: str, pool_size: int,
           reserve: str = "0") -> dict:
     tmp.mkdir()
-    config = dn.write_config(tmp, dhcp_yaml(unknown, pool, reserve))
-    server = dn.Server(srv, config, tmp / f"server-{unknown}.log")
+    config = lab.write_config(tmp, dhcp_yaml(unknown, pool, reserve))
+    server = lab.Server(srv, config, tmp / f"server-{unknown}.log")
     server.start()
     try:
         flood = flo.popen([sys.executable, FLOOD, "f0", str(count), "60"], stdout=subprocess.PIPE,
-                          text=True, cwd=dn.ROOT)
+                          text=True, cwd=lab.ROOT)
         legit = []
         try:
             deadline = time.monotonic() + 60
             while flood.poll() is None and time.monotonic() < deadline and len(legit) < 6:
-                legit.append(("reserved", udhcpc(leg, tmp, dn.RESERVED_MAC), "10.50.0.57"))
+                legit.append(("reserved", lab.lease_ip(leg, tmp, lab.RESERVED_MAC), "10.50.0.57"))
             summary = json.loads(flood.communicate(timeout=70)[0].strip().splitlines()[-1])
         finally:
             if flood.poll() is None:
                 flood.kill()
                 flood.wait()
         # after the flood: the reserved device, and a known device without a reservation
-        legit.append(("reserved", udhcpc(leg, tmp, dn.RESERVED_MAC), "10.50.0.57"))
-        known = udhcpc(leg, tmp, dn.PXE_MAC)
+        legit.append(("reserved", lab.lease_ip(leg, tmp, lab.RESERVED_MAC), "10.50.0.57"))
+        known = lab.lease_ip(leg, tmp, lab.PXE_MAC)
         rss = figures.peak_rss_kib(server.proc.pid)
     finally:
         server.stop()

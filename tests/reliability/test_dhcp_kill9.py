@@ -1,7 +1,7 @@
 """kill -9 of the daemon (`python -m bootserverd run`) at random points during DHCP exchanges,
 restarted each time: 0 forgotten ACKs, 0 addresses given to two clients.
 
-Two namespaces joined by a veth pair; the client side is tests/integration/test_dhcp_netns.py's
+Two namespaces joined by a veth pair; the client side is tests/support/dhcp_lab.py's
 relay driver (distinct MACs, relayed through giaddr, every ACK fsynced to a file the moment it
 arrives, so the record survives whatever happens to the server). Kills are placed at random
 ACK counts (plus a random few ms), so they land evenly over the run, inside group commits,
@@ -13,14 +13,12 @@ import json
 import random
 import statistics
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-from tests.integration import test_dhcp_netns as dn
-from tests.integration.netns import namespaces, veth
 from tests.reliability import figures
+from tests.support.dhcp_lab import LAB, ROOT, Daemon, write_config
+from tests.support.netns import namespaces, veth
 
 DHCP_YAML = """  enabled: true
   interfaces: [s0]
@@ -30,44 +28,6 @@ DHCP_YAML = """  enabled: true
       router: 10.50.0.1
       lease_time: 600
 """
-
-
-class Daemon:
-    """The shipped daemon in a namespace; start() returns seconds until :67 is open."""
-
-    def __init__(self, ns, config: Path, log: Path):
-        self.ns, self.config, self.log = ns, config, log
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-
-    def start(self, timeout: float = 20.0) -> float:
-        started = time.monotonic()
-        self.proc = self.ns.popen([sys.executable, "-m", "bootserverd", "run", "--config",
-                                   str(self.config)], cwd=dn.ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, errors="replace")
-        ready = threading.Event()
-        proc, lines = self.proc, []
-        self.lines = lines
-
-        def pump():  # a thread per process: readline buffers, select() would miss lines
-            with open(self.log, "a") as f:
-                for line in proc.stdout:
-                    f.write(line)
-                    lines.append(line)
-                    if "ports 67" in line:
-                        ready.set()
-            ready.set()
-        threading.Thread(target=pump, daemon=True).start()
-        ready.wait(timeout)
-        if self.proc.poll() is not None or not any("ports 67" in line for line in list(lines)):
-            self.kill9()
-            raise AssertionError(f"daemon did not start: {self.log.read_text()[-3000:]}")
-        return time.monotonic() - started
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def ack_count(path: Path) -> int:
@@ -91,13 +51,13 @@ def test_kill9_during_dhcp_exchanges(tmp_path):
         veth(srv, "s0", cli, "c0")
         srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
         cli.ip("addr", "add", "10.50.0.2/21", "dev", "c0")
-        config = dn.write_config(tmp_path, DHCP_YAML)
+        config = write_config(tmp_path, DHCP_YAML)
         daemon = Daemon(srv, config, tmp_path / "daemon.log")
         daemon.start()
         acks = tmp_path / "acks.txt"
-        driver = cli.popen([sys.executable, dn.SELF, "relay-driver", "10.50.0.1", "10.50.0.2",
+        driver = cli.popen([*LAB, "relay-driver", "10.50.0.1", "10.50.0.2",
                             str(exchanges), str(figures.scale(60, 150)), str(acks), "250"],
-                           stdout=subprocess.PIPE, text=True, cwd=dn.ROOT)
+                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
         restarts: list[float] = []
         try:
             deadline = time.monotonic() + figures.scale(45, 120)

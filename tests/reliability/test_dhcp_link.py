@@ -76,10 +76,9 @@ def pinger(ifname: str, mac: str, seconds: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-from tests.integration import test_dhcp_netns as dn  # noqa: E402
-from tests.integration.netns import namespaces, veth  # noqa: E402
 from tests.reliability import figures  # noqa: E402
-from tests.reliability.test_dhcp_kill9 import Daemon  # noqa: E402
+from tests.support import dhcp_lab as lab  # noqa: E402
+from tests.support.netns import namespaces, veth  # noqa: E402
 
 DHCP_YAML = """  enabled: true
   interfaces: [s0]
@@ -124,8 +123,8 @@ def test_interface_down_up_and_address_readded(tmp_path):
     with namespaces("rlsrv", "rlcli") as (srv, cli):
         veth(srv, "s0", cli, "c0")
         srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
-        config = dn.write_config(tmp_path, DHCP_YAML)
-        daemon = Daemon(srv, config, tmp_path / "daemon.log")
+        config = lab.write_config(tmp_path, DHCP_YAML)
+        daemon = lab.Daemon(srv, config, tmp_path / "daemon.log")
         daemon.start()
         pid = daemon.proc.pid
         seconds = 1.0 + cycles * len(FAULTS) * (hold + 5.0) + 1.0   # an upper bound
@@ -145,7 +144,7 @@ def test_interface_down_up_and_address_readded(tmp_path):
                     events.append((name, broken, restored))
                     time.sleep(0.5)
                     # a whole lease (DISCOVER … ACK) from a real client after each restoration
-                    leases.append(dn.udhcpc(cli, tmp_path, dn.RESERVED_MAC).get("ip"))
+                    leases.append(lab.udhcpc(cli, tmp_path, lab.RESERVED_MAC).get("ip"))
             time.sleep(0.5)
             out, _ = ping.communicate("stop\n", timeout=seconds + 30)
         finally:

@@ -74,9 +74,9 @@ def fill_journal(path: Path, count: int, now: float) -> None:
 
 # ---------------------------------------------------------------------------------------
 
-from tests.integration import test_dhcp_netns as dn  # noqa: E402
-from tests.integration.netns import namespaces, veth  # noqa: E402
 from tests.reliability import figures  # noqa: E402
+from tests.support import dhcp_lab as lab  # noqa: E402
+from tests.support.netns import namespaces, veth  # noqa: E402
 
 DHCP_YAML = """  enabled: true
   interfaces: [s0]
@@ -133,7 +133,7 @@ def test_restart_with_50000_leases(tmp_path):
         veth(srv, "s0", cli, "c0")
         srv.ip("addr", "add", "10.50.0.1/16", "dev", "s0")
         cli.ip("addr", "add", "10.50.0.2/16", "dev", "c0")
-        dhcp_only = dn.write_config(tmp_path, DHCP_YAML)
+        dhcp_only = lab.write_config(tmp_path, DHCP_YAML)
         journal = tmp_path / "state" / "leases"
         fill_journal(journal, count, time.time())
         log = tmp_path / "daemon.log"

@@ -9,11 +9,10 @@ import json
 import subprocess
 import sys
 
-from tests.integration import test_dhcp_netns as dn
-from tests.integration.netns import namespaces, veth
 from tests.reliability import figures
 from tests.reliability.dhcp_flood import __file__ as FLOOD
-from tests.reliability.test_dhcp_flood import udhcpc
+from tests.support import dhcp_lab as lab
+from tests.support.netns import namespaces, veth
 
 DHCP = """  enabled: true
   interfaces: [s0]
@@ -49,10 +48,10 @@ def test_lease_store_disk_full(tmp_path):
                 srv.ip("link", "set", port, "master", "s0")
             srv.ip("link", "set", "s0", "up")
             srv.ip("addr", "add", "10.50.0.1/21", "dev", "s0")
-            server = dn.Server(srv, dn.write_config(tmp_path, DHCP), tmp_path / "server.log")
+            server = lab.Server(srv, lab.write_config(tmp_path, DHCP), tmp_path / "server.log")
             server.start()
             try:
-                before = {f"52:54:00:dd:00:{i:02x}": udhcpc(cli, tmp_path, f"52:54:00:dd:00:{i:02x}")
+                before = {f"52:54:00:dd:00:{i:02x}": lab.lease_ip(cli, tmp_path, f"52:54:00:dd:00:{i:02x}")
                           for i in range(1, 4)}
                 filled = fill(state)
                 # appends fit in the journal's last allocated page for a while: go on until
@@ -60,13 +59,13 @@ def test_lease_store_disk_full(tmp_path):
                 while_full = {}
                 for i in range(0x10, 0x70):
                     mac = f"52:54:00:dd:00:{i:02x}"
-                    while_full[mac] = udhcpc(cli, tmp_path, mac)
+                    while_full[mac] = lab.lease_ip(cli, tmp_path, mac)
                     if while_full[mac] is None:
                         break
-                offers = flo.run([sys.executable, FLOOD, "f0", "5", "5"], cwd=dn.ROOT, timeout=30)
+                offers = flo.run([sys.executable, FLOOD, "f0", "5", "5"], cwd=lab.ROOT, timeout=30)
                 offered = json.loads(offers.stdout.strip().splitlines()[-1])["offers"]
                 (state / "filler").unlink()
-                after = udhcpc(cli, tmp_path, "52:54:00:dd:00:11")
+                after = lab.lease_ip(cli, tmp_path, "52:54:00:dd:00:11")
             finally:
                 server.stop()
             log = server.log.read_text()

@@ -10,8 +10,8 @@ import os
 import subprocess
 import time
 
-from tests.integration.http_support import Daemon, build_pair, curl, sha256
 from tests.reliability import figures
+from tests.support.http import Daemon, build_pair, curl, sha256
 
 OLD, NEW = "full-2026-01-01-000000-amd64", "full-2026-02-01-000000-amd64"
 LEAVE = 48 << 10                    # free bytes left in the cache: room for the signature only

@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 from tests.fuzz import harness
-from tests.integration.nbd_support import PEER_CWD, peer_env
 from tests.reliability import figures
-from tests.reliability.support import IMAGE, log_lines, start_daemon
+from tests.support.nbd import PEER_CWD, peer_env
+from tests.support.reliability import IMAGE, log_lines, start_daemon
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:

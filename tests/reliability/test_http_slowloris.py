@@ -14,8 +14,8 @@ import threading
 import time
 
 
-from tests.integration.http_support import Daemon, sha256
 from tests.reliability import figures
+from tests.support.http import Daemon, sha256
 from tests.support.images import build_image
 
 IMAGE = "slow-2026-01-01-000000-amd64"

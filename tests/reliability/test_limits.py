@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from tests.integration.nbd_support import load_libnbd, random_reads
 from tests.reliability import figures
-from tests.reliability.support import IMAGE, connect_from, log_lines, sha256, start_daemon, wait_until
+from tests.support.nbd import load_libnbd, random_reads
+from tests.support.reliability import IMAGE, connect_from, log_lines, sha256, start_daemon, wait_until
 
 TFTP_PER_CLIENT, TFTP_MAX = 4, 48
 NBD_MAX, NBD_PER_CLIENT, NBD_HANDSHAKE = 40, 12, figures.scale(2.0, 8.0)

@@ -8,10 +8,10 @@ import os
 import threading
 import time
 
-from tests.integration.nbd_support import load_libnbd, random_reads
 from tests.reliability import figures
-from tests.reliability.support import IMAGE, log_lines, start_daemon, wait_until
 from tests.support.images import build_image
+from tests.support.nbd import load_libnbd, random_reads
+from tests.support.reliability import IMAGE, log_lines, start_daemon, wait_until
 
 READERS = 32
 

@@ -14,7 +14,7 @@ import time
 import ldap
 import yaml
 
-from tests.integration.slapd_support import BASE, DAEMON_DN, Pair, device_attrs
+from tests.support.slapd import BASE, DAEMON_DN, Pair, device_attrs
 from tests.reliability import figures
 from tests.support.config import write_config
 from tests.support.daemon import Daemon

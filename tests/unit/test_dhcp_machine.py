@@ -1,75 +1,25 @@
 """DHCP policy: every client state of RFC 2131 §4.3, PXE/iPXE, relays, proxyDHCP — bytes only."""
 
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 
 import pytest
 
 from dhcp import options as O
 from dhcp.codec import BROADCAST_FLAG, Message, decode, encode
 from dhcp.leases import BOUND, DECLINED, RELEASED, LeaseTable
-from dhcp.machine import Arrival, Interface, Machine, Policy, Subnet, PXE_PORT
-from dhcp.codec import Message, decode, encode
-from dhcp.leases import LeaseTable
-from dhcp.machine import Arrival, Interface, Machine, Policy, Subnet
+from dhcp.machine import Arrival, Machine, Policy, Subnet, PXE_PORT
+from tests.support.dhcp_world import A, DEVICES, HERE, IFACE, KNOWN, RESERVED_MAC, msg, resolve
 
-A = IPv4Address
-IFACE = Interface("eth1", 3, A("10.0.0.1"), IPv4Network("10.0.0.0/24"))
-HERE = Arrival(IFACE, A("0.0.0.0"), 68, addresses=(IFACE,))
 SUBNETS = (Subnet(IPv4Network("10.0.0.0/24"), ((A("10.0.0.100"), A("10.0.0.102")),),
                   router=A("10.0.0.1"), dns=(A("10.0.0.2"),), domain="school.example",
                   ntp=(A("10.0.0.3"),), lease_time=1000),
            Subnet(IPv4Network("10.9.0.0/24"), ((A("10.9.0.50"), A("10.9.0.60")),), lease_time=500))
-KNOWN = "02:00:00:00:00:01"
-RESERVED_MAC = "02:00:00:00:00:02"
-
-
-@dataclass(frozen=True)
-class Dev:
-    mac: str
-    hostname: str
-    type: str
-    ip: str | None
-    enabled: bool = True
-
-
-@dataclass(frozen=True)
-class Plan:
-    bootfile: str
-    next_server: str
-    hostname: str | None
-    reserved_ip: str | None
-    device: Dev | None
-    known: bool
-    error: str | None = None
-
-
-DEVICES = {KNOWN: Dev(KNOWN, "class-12", "thinclient", None),
-           RESERVED_MAC: Dev(RESERVED_MAC, "teacher", "laptop", "10.0.0.50"),
-           "02:00:00:00:00:03": Dev("02:00:00:00:00:03", "off", "fatclient", None, enabled=False)}
-
-
-def resolve(mac, arch, ipxe, client_ip=None):
-    dev = DEVICES.get(mac)
-    boot = "boot.ipxe" if ipxe else {None: "", 0: "pxelinux.0", 7: "syslinux.efi"}.get(arch, "x")
-    return Plan(boot, "10.0.0.1", dev.hostname if dev else None, dev.ip if dev else None, dev,
-                dev is not None)
 
 
 def machine(**policy):
     reserved = {A(d.ip) for d in DEVICES.values() if d.ip}
     return Machine(Policy(subnets=SUBNETS, **policy), LeaseTable(), resolve,
                    reserved=lambda ip: ip in reserved)
-
-
-def mac_bytes(mac):
-    return bytes.fromhex(mac.replace(":", ""))
-
-
-def msg(kind, mac=KNOWN, *, opts=(), **fields):
-    options = ((O.MESSAGE_TYPE, O.u8(kind)),) + tuple(opts)
-    m = Message(op=1, xid=42, chaddr=mac_bytes(mac), options=options, **fields)
-    return decode(encode(m))  # always through the wire format
 
 
 def exchange(m, mac=KNOWN, now=0.0, opts=()):
@@ -324,9 +274,6 @@ def test_by_default_the_firmware_ipxe_and_initramfs_share_one_lease():
 # -- regression (fuzz_dhcp): a REQUEST naming our server id but neither option 50 nor ciaddr
 # made the machine test `None in network` (AttributeError: a traceback per packet, which any
 # client can send). Fixed in dhcp/machine.py: such a REQUEST is NAKed.
-
-A = IPv4Address
-IFACE = Interface("eth1", 3, A("10.0.0.1"), IPv4Network("10.0.0.0/24"))
 
 
 def test_selecting_request_without_an_address_is_naked():

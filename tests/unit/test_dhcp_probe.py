@@ -10,7 +10,7 @@ from dhcp import icmp
 from dhcp import options as O
 from dhcp.leases import DECLINED, LeaseTable
 from dhcp.machine import PROBE_ATTEMPTS, Machine, Policy, Probe, Subnet
-from tests.unit.test_dhcp_machine import DEVICES, HERE, KNOWN, RESERVED_MAC, msg, resolve
+from tests.support.dhcp_world import DEVICES, HERE, KNOWN, RESERVED_MAC, msg, resolve
 
 A = IPv4Address
 POOL = ((A("10.0.0.100"), A("10.0.0.109")),)
@@ -121,7 +121,7 @@ def test_a_stray_result_is_ignored():
 # -- reply addressing with dhcp.unicast_offers -------------------------------------------
 def test_unicast_offers_only_to_ethernet_clients_that_ask():
     from dhcp.codec import BROADCAST_FLAG, Message, decode, encode
-    from tests.unit.test_dhcp_machine import mac_bytes
+    from tests.support.dhcp_world import mac_bytes
     m = Machine(Policy(subnets=(Subnet(NET, POOL),), unicast_offers=True), LeaseTable(), resolve)
     plain = m.handle(msg(O.DISCOVER, UNKNOWN), HERE, 0.0).reply
     assert (plain.dest, plain.unicast_to_mac) == (A("10.0.0.100"), True)

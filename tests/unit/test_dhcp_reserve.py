@@ -10,7 +10,7 @@ from bootserverd.config import settings as configmod
 from dhcp import options as O
 from dhcp.leases import RELEASED, LeaseTable
 from dhcp.machine import Machine, Policy, Subnet, reserve_count
-from tests.unit.test_dhcp_machine import DEVICES, HERE, KNOWN, msg, resolve
+from tests.support.dhcp_world import DEVICES, HERE, KNOWN, msg, resolve
 
 A = IPv4Address
 POOL = ((A("10.0.0.100"), A("10.0.0.109")),)        # 10 addresses

@@ -113,16 +113,15 @@ def test_budget_spares_the_diff_just_built(tmp_path):
 def test_a_build_that_ran_out_of_space_is_retried_once_space_is_freed(tmp_path):
     from bootserverd.images.diffs import FAILED_BACKOFF, Failure
     clock = _Clock()
-    cache = DiffCache(tmp_path, images=None, reactor=clock)
-    free = [1000]
-    cache._free = lambda: free[0]                       # the filesystem's free bytes, as the test says
+    free = [1000]                                       # the filesystem's free bytes, as the test says
+    cache = DiffCache(tmp_path, images=None, reactor=clock, free_bytes=lambda: free[0])
     cache.failed["k"] = Failure(0.0, "no space left on device", free=1000)
     cache.failed["other"] = Failure(0.0, "rdiff delta: bad input")
-    assert cache._backed_off("k") is not None           # nothing freed: no pointless rebuild
+    assert cache.backed_off("k") is not None           # nothing freed: no pointless rebuild
     free[0] = 900
-    assert cache._backed_off("k") is not None
+    assert cache.backed_off("k") is not None
     free[0] = 5000                                       # someone made room: try again now
-    assert cache._backed_off("k") is None
-    assert cache._backed_off("other") is not None       # other failures wait the backoff
+    assert cache.backed_off("k") is None
+    assert cache.backed_off("other") is not None       # other failures wait the backoff
     clock.seconds = lambda: FAILED_BACKOFF + 1
-    assert cache._backed_off("other") is None
+    assert cache.backed_off("other") is None

@@ -28,7 +28,7 @@ def test_accepts_up_to_the_per_client_cap_then_refuses_that_address_only():
     refused = a.decide("10.0.0.5", 2, now=0.0)
     assert refused == Refuse("10.0.0.5", MAX_PER_CLIENT, "2 connections from it", log=True, hidden=0)
     assert a.decide("10.0.0.6", 2, now=0.0) is None          # another address is not held back
-    assert a.per_client == {"10.0.0.5": 2} and a.refused == 1
+    assert a.per_client.as_dict() == {"10.0.0.5": 2} and a.refused == 1
 
 
 def test_the_listener_cap_counts_every_address():
@@ -42,10 +42,10 @@ def test_a_closed_connection_frees_its_slot():
     a.begin("h")
     assert a.decide("h", 1, 0.0) is not None
     a.end("h")
-    assert a.per_client == {}
+    assert a.per_client.as_dict() == {}
     assert a.decide("h", 0, 0.0) is None
     a.end("h")                                      # an extra end is harmless
-    assert a.per_client == {}
+    assert a.per_client.as_dict() == {}
 
 
 def test_refusals_are_logged_once_per_address_and_limit_per_interval_with_the_count_hidden():

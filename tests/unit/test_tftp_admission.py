@@ -76,7 +76,7 @@ def test_per_client_cap_counts_running_transfers_of_that_host_only():
     adm.end(A[0])
     assert type(adm.decide(rrq(), A, {})) is Admit
     adm.end(A[0])
-    assert adm.per_client == {}
+    assert adm.per_client.as_dict() == {}
 
 
 def test_a_full_server_drops_silently_and_counts():

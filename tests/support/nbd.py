@@ -1,11 +1,12 @@
 """Helpers for the NBD integration tests and benchmark.
 
-Run as a script it starts bootserverd's NBD service over a directory of *.img files
-(``python nbd_support.py DIR [--max-per-client N] [--handshake-timeout S] [--observe]``) and
-prints ``PORT <n>`` once listening (``PORT <n> HTTP <m>`` with --observe: the service then
-counts into a Metrics registry and an HTTP port on 127.0.0.1 serves ``/metrics`` and
-``/sessions``, its status() and live_sessions() as JSON); the tests start it with Popen and
-stop it by that PID.
+Run as a module it starts bootserverd's NBD service over a directory of *.img files
+(``python -m tests.support.nbd DIR [--max-per-client N] [--handshake-timeout S] [--observe]``
+from the repository: run by its path, this file would shadow the nbd package) and prints
+``PORT <n>`` once listening (``PORT <n> HTTP <m>`` with --observe: the service then counts
+into a Metrics registry and an HTTP port on 127.0.0.1 serves ``/metrics`` and ``/sessions``,
+its status() and live_sessions() as JSON); the tests start it with Popen and stop it by that
+PID.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class Server:
         self.log_path = Path(log_path)
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, str(directory), *args], cwd=str(ROOT), env=env,
+            [sys.executable, "-m", "tests.support.nbd", str(directory), *args], cwd=str(ROOT), env=env,
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()   # bounded: the child exits on any error
         if not line.startswith("PORT "):

@@ -1,10 +1,12 @@
 """Helpers for the TFTP integration tests and benchmark.
 
-Run as a script it starts a bootserverd TFTP service over a directory (on a free loopback
+Run as a module it starts a bootserverd TFTP service over a directory (on a free loopback
 port) and prints "PORT <n> METRICS <m>" once listening (m: an HTTP port serving the service's
 /metrics); transfer log lines go to stderr:
 
-    python tests/integration/tftp_support.py --root DIR [--max-blksize N] [--inventory JSON]
+    python -m tests.support.tftp --root DIR [--max-blksize N] [--inventory JSON]
+
+(from the repository: run by its path, this file would shadow the tftp package).
 
 Files come from the real bootserverd.boot.files.BootFiles (confinement, virtual configs).
 """
@@ -54,7 +56,7 @@ class Server:
 
     def __init__(self, root: Path, *args: str, inventory: dict | None = None) -> None:
         self.root = Path(root)
-        cmd = [PYTHON, str(Path(__file__)), "--root", str(root),
+        cmd = [PYTHON, "-m", "tests.support.tftp", "--root", str(root),
                "--inventory", json.dumps(inventory or {}), *args]
         self.log_path = self.root.parent / f"tftpd-{os.getpid()}-{id(self)}.log"
         self._log = open(self.log_path, "w+")

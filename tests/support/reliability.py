@@ -3,7 +3,6 @@ for the flood and fault tests; plus small bounded helpers."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import time
@@ -11,17 +10,12 @@ from pathlib import Path
 
 from tests.support.config import write_config
 from tests.support.daemon import Daemon
+from tests.support.http import sha256  # noqa: F401  (re-exported for the reliability tests)
 from tests.support.images import build_image
 
 IMAGE = "rel-2026-01-01-000000-amd64"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def start_daemon(tmp: Path, image_mb: int = 16, tftp: dict | None = None, nbd: dict | None = None,

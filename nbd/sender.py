@@ -1,0 +1,86 @@
+"""Replies onto one NBD connection's socket without copying image data through Python (I/O).
+
+A reply is a header, then (READ) a range of the export's file: the header goes with MSG_MORE
+and the range by os.sendfile from the export's descriptor. When the socket is full the rest of
+a reply stays an (offset, length) range of the file, never bytes in memory, and the connection
+waits for writability (the transport calls its pull producer's resumeProducing); a header cut
+short goes to the transport's own buffer, which the transport drains first.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Callable
+
+
+class ReplySender:
+    def __init__(self, transport, abort: Callable[[str], None]) -> None:
+        """``abort(reason)``: the connection cannot go on (the peer left, the file is short)."""
+        self.transport = transport
+        self.sock = transport.getHandle()
+        self.abort = abort
+        self.fd: int | None = None          # the export's descriptor, once one is chosen
+        self.blocked = False                # the socket is full: wait for resume()
+        self.pending: tuple[int, int] | None = None   # (offset, length) of a reply's data still to send
+        self.bytes_sent = 0                 # payload bytes of READ replies
+
+    def send(self, data: bytes, file_range: tuple[int, int] | None = None) -> None:
+        """``data``, then (a READ reply) the export's bytes in ``file_range``."""
+        n = 0
+        if not self.blocked:
+            try:
+                n = self.sock.send(data, socket.MSG_MORE if file_range else 0)
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                return self.abort(f"connection lost mid-reply: {e.strerror}")
+        if n < len(data):
+            self.blocked = True
+            self.transport.write(data[n:] if n else data)
+            if file_range:
+                self._wait_writable(*file_range)
+        elif file_range:
+            self._sendfile(*file_range)
+
+    def resume(self) -> None:
+        """The transport's buffer is empty and the socket writable: finish the pending reply."""
+        self.blocked = False
+        if self.pending is not None:
+            (offset, length), self.pending = self.pending, None
+            self._sendfile(offset, length)
+
+    def drop(self) -> int:
+        """The connection is closing: forget the pending reply; 1 if there was one."""
+        pending, self.pending = self.pending, None
+        return pending is not None
+
+    def _sendfile(self, offset: int, length: int) -> None:
+        sockfd, start, end = self.sock.fileno(), offset, offset + length
+        problem = None
+        try:
+            while offset < end:
+                k = os.sendfile(sockfd, self.fd, offset, end - offset)
+                if k == 0:   # the header promised data we cannot produce: hard disconnect (spec)
+                    problem = "image file shorter than its size at open (truncated in place?)"
+                    break
+                offset += k
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            gone = e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
+            problem = (f"connection lost mid-reply: {e.strerror}" if gone
+                       else f"sendfile failed: {e.strerror}")
+        self.bytes_sent += offset - start
+        if problem:
+            self.abort(problem)
+        elif offset < end:
+            self._wait_writable(offset, end - offset)
+
+    def _wait_writable(self, offset: int, length: int) -> None:
+        """startWriting() with an empty buffer makes the transport call resumeProducing() as
+        soon as the socket is writable again (and after any header bytes it holds)."""
+        self.pending = (offset, length)
+        self.blocked = True
+        self.transport.startWriting()
