@@ -58,7 +58,8 @@ def _tftp(app: "BootServer") -> Service:
 
 def _nbd(app: "BootServer") -> Service:
     return NBDService(app.config.nbd, app.images, reactor=app.reactor,
-                      on_transfer=app.boot_report.transfer, metrics=app.metrics)
+                      on_transfer=app.boot_report.transfer, metrics=app.metrics,
+                      inherited=app.take_inherited_fds())
 
 
 def _http(app: "BootServer") -> Service:
@@ -93,8 +94,11 @@ def make_source(config: configmod.Config, clock) -> InventorySource:
 class BootServer:
     """The application: owns the model and its feeders, and the protocol services."""
 
-    def __init__(self, config: configmod.Config, reactor, available=SERVICES):
+    def __init__(self, config: configmod.Config, reactor, available=SERVICES,
+                 inherited_fds: dict[str, list[int]] | None = None):
+        """``inherited_fds``: what systemd's fd store handed back (ops.sdnotify.inherited_fds)."""
         self.config = config
+        self.inherited_fds = dict(inherited_fds or {})
         self.reactor = reactor
         self.available = available
         config.server.state_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +158,17 @@ class BootServer:
                  listening=listening or "no services", n=len(self.model.inventory.devices))
         return ready
 
+    def take_inherited_fds(self) -> dict[str, list[int]]:
+        """The fds systemd handed back at this start (its fd store): given once, to the first
+        service built; later builds (SIGHUP) get none."""
+        fds, self.inherited_fds = self.inherited_fds, {}
+        return fds
+
     def stop(self) -> defer.Deferred:
+        """The process stops: NBD leaves its connections to the next start (systemd fd store)."""
+        nbd = self._running.get("nbd")
+        if nbd is not None:
+            nbd.keep_connections = True
         self.source.stop()
         self.images.stop()
         if self._unsubscribe_images is not None:

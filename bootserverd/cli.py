@@ -156,13 +156,13 @@ def run(config: configmod.Config) -> int:
     from bootserverd.app import BootServer
     from bootserverd.ops.logsetup import start_logging
     from bootserverd.ops.privileges import drop_privileges
-    from bootserverd.ops.sdnotify import notify
+    from bootserverd.ops.sdnotify import inherited_fds, notify
     from twisted.logger import Logger
 
     log = Logger(namespace="bootserverd.app")
     start_logging(config.server.log_format, config.server.log_level)
     try:
-        app = BootServer(config, reactor)
+        app = BootServer(config, reactor, inherited_fds=inherited_fds())
     except SchemaError as exc:
         print(f"bootserverd: inventory errors, nothing started:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG

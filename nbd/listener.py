@@ -36,17 +36,21 @@ def _ignore(_value) -> None:
 
 class NBDFactory(Factory):
     """Admits connections (admission.Admission) and keeps the open ones; reports to its owner:
-    on_count(open connections), on_session(SessionRecord). Payload bytes are plain ints on each
+    on_count(open connections), on_session(SessionRecord), on_attach(connection) when one enters
+    transmission and on_close(connection) when it ends (the fd store keeps it meanwhile). Payload bytes are plain ints on each
     connection, summed by ``bytes_sent()`` when someone asks (no per-request bookkeeping)."""
 
     noisy = False
 
     def __init__(self, catalog: Catalog, clock, admission: Admission, handshake_timeout: float = 10.0,
                  on_session: Callable[[SessionRecord], None] = _ignore,
-                 on_count: Callable[[int], None] = _ignore) -> None:
+                 on_count: Callable[[int], None] = _ignore,
+                 on_attach: Callable[[NBDServerProtocol], None] = _ignore,
+                 on_close: Callable[[NBDServerProtocol], None] = _ignore) -> None:
         self.catalog, self.clock, self.admission = catalog, clock, admission
         self.handshake_timeout = handshake_timeout
         self.on_session, self.on_count = on_session, on_count
+        self.on_attach, self.on_close = on_attach, on_close
         self.connections: set[NBDServerProtocol] = set()
         self.finished_bytes = 0          # payload of the connections that have ended
 
@@ -62,11 +66,20 @@ class NBDFactory(Factory):
                 log.warn("NBD refused {client}: {why} ({key}){more}", client=host, why=refused.why,
                          key=refused.limit, more=suffix(refused.hidden))
             return None
-        p = NBDServerProtocol(self, host, getattr(addr, "port", 0))
+        return self.add(NBDServerProtocol(self, host, getattr(addr, "port", 0)))
+
+    def add(self, p: NBDServerProtocol) -> NBDServerProtocol:
+        """Count ``p`` as open: a connection accepted here, or one adopted after a restart."""
         self.connections.add(p)
-        self.admission.begin(host)
+        self.admission.begin(p.host)
         self.on_count(len(self.connections))
         return p
+
+    def attached(self, p: NBDServerProtocol) -> None:
+        try:
+            self.on_attach(p)
+        except Exception:
+            log.failure("NBD on_attach callback failed")
 
     def connection_ended(self, proto: NBDServerProtocol, record: SessionRecord) -> None:
         if proto in self.connections:
@@ -75,6 +88,7 @@ class NBDFactory(Factory):
             self.admission.end(proto.host)
             self.on_count(len(self.connections))
         try:
+            self.on_close(proto)
             self.on_session(record)
         except Exception:
             log.failure("NBD on_session callback failed")

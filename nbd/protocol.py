@@ -7,12 +7,17 @@ bytes and carries out their answers in order. While the sender waits for a full 
 (we are the transport's pull producer: resumeProducing) nothing else is answered. Reading
 stops when too many answers wait, so a slow client costs a bounded queue of small tuples,
 never image data in memory.
+
+A connection can also start in transmission: adopted from the systemd fd store after a restart
+(``Resumed``: the export's file, what was negotiated, a request read in part), and it can be
+``detach``ed at a restart: taken out of the reactor, not closed, its socket left to the store.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
+from dataclasses import dataclass
 
 from twisted.internet import error as terror
 from twisted.internet.protocol import Protocol
@@ -21,6 +26,7 @@ from twisted.logger import Logger
 from . import codec as c
 from .exports import OpenExport
 from .handshake import Close, Handshake, Send, Transmit
+from .handover import Handover, SessionState
 from .sender import ReplySender
 from .transmission import CACHE, DISC, READ, REPLY, RequestParser, SessionRecord, Transmission
 
@@ -28,10 +34,23 @@ log = Logger(namespace="bootserverd.nbd")
 QUEUE_HIGH, QUEUE_LOW = 256, 32   # stop reading above this many unanswered requests, resume below
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """A connection another process of ours served: go on in transmission."""
+    export: OpenExport
+    state: SessionState
+    handover: Handover | None      # None: that process crashed
+    fd_group: str                  # its name in the fd store
+
+
 class NBDServerProtocol(Protocol):
-    def __init__(self, factory, host: str, port: int) -> None:
+    def __init__(self, factory, host: str, port: int, resumed: Resumed | None = None) -> None:
         """``factory``: the listener (nbd.listener.NBDFactory): catalog, clock, timeouts."""
         self.factory, self.host, self.client = factory, host, f"{host}:{port}"
+        self.resumed = resumed
+        self.fd_group: str | None = resumed.fd_group if resumed else None   # stored under this name
+        self.detached = False
+        self.quiesced = False        # a restart is coming: reading stays paused
         self.handshake = Handshake(factory.catalog)
         self.export: OpenExport | None = None
         self.tx: Transmission | None = None
@@ -53,10 +72,52 @@ class NBDServerProtocol(Protocol):
         self.sender = ReplySender(self.transport, self._abort)
         self.transport.setTcpNoDelay(True)   # we coalesce ourselves (MSG_MORE)
         self.transport.registerProducer(self, False)
+        if self.resumed is not None:
+            return self._resume(self.resumed)
         self._timer = self.factory.clock.callLater(self.factory.handshake_timeout, self._timed_out)
         self._run(self.handshake.start())
 
+    def _resume(self, r: Resumed) -> None:
+        self.handshake.negotiated.options[:] = r.state.options
+        self.export = r.export
+        self.sender.fd = r.export.fd
+        self.tx = Transmission(r.export.size, r.state.structured, r.state.contexts)
+        if r.handover is not None:
+            self.parser.resume(r.handover.buffered, r.handover.skip)
+        log.info("NBD {client} resumed on export {export!r} after a restart (first served as {first})",
+                 client=self.client, export=r.export.name, first=r.state.client)
+
+    def session_state(self) -> SessionState:
+        """What a restarted daemon needs to serve this connection on (in transmission only)."""
+        n = self.handshake.negotiated
+        return SessionState(self.export.name, self.export.size, self.tx.structured, dict(self.tx.contexts),
+                            tuple(n.options), self.resumed.state.client if self.resumed else self.client,
+                            self.export.description)
+
+    @property
+    def drained(self) -> bool:
+        """Every request read so far is answered and on its way (in the socket's buffer)."""
+        return not self.queue and not self.sender.blocked
+
+    def quiesce(self) -> None:
+        """A restart is coming: read no more requests; answer those already read."""
+        self.quiesced = self.reading_paused = True
+        self.transport.pauseProducing()
+
+    def detach(self) -> Handover:
+        """Leave the reactor without closing the socket (the fd store keeps it for the next
+        process): no close, no shutdown, no log line of an ended session."""
+        self.detached = self.closing = True
+        self._stop_timer()
+        self.transport.unregisterProducer()
+        self.transport.stopReading()
+        self.transport.stopWriting()
+        buffered, skip = self.parser.pending()
+        return Handover(buffered, skip)
+
     def connectionLost(self, reason) -> None:
+        if self.detached:
+            return          # handed to the next process; the reactor let go of it at shutdown
         self._stop_timer()
         unanswered = len(self.queue) + self.sender.drop()
         self.queue.clear()
@@ -133,6 +194,7 @@ class NBDServerProtocol(Protocol):
         self.export = t.export
         self.sender.fd = t.export.fd
         self.tx = Transmission(t.export.size, t.structured, t.contexts)
+        self.factory.attached(self)
         features = ["structured replies" if t.structured else "simple replies",
                     *sorted(t.contexts.values())]
         log.info("NBD {client} connected to export {export!r}: {size} bytes, {features}, "
@@ -172,6 +234,6 @@ class NBDServerProtocol(Protocol):
                 sender.send(act[3])
             elif kind == DISC:
                 return self._finish("client sent NBD_CMD_DISC")
-        if self.reading_paused and len(q) <= QUEUE_LOW and not self.closing:
+        if self.reading_paused and len(q) <= QUEUE_LOW and not self.closing and not self.quiesced:
             self.reading_paused = False
             self.transport.resumeProducing()

@@ -4,27 +4,44 @@ The export list is read from the image store at each request (LIST, INFO, GO; nb
 so a new image is exportable at once and nothing is ever reloaded: the service subscribes
 to nothing. It counts into the daemon's metrics (open connections, payload bytes, finished
 sessions by outcome) and tells the app its live sessions and its status.
+
+Under systemd (FileDescriptorStoreMax=) connections outlive the process: the listening socket
+and each connection in transmission (its socket, its export's file, its ``SessionState``) are
+kept in the service's fd store; a stop for a restart (``keep_connections``) stops reading,
+lets queued answers reach the sockets, adds each connection's ``Handover`` and exits without
+closing them; the next start adopts the listener and the connections. Clients see a pause.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 from collections.abc import Callable
 
 from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from bootserverd.boot.report import LiveSession
 from bootserverd.config.settings import NbdConfig
+from bootserverd.ops import sdnotify
 from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.transfers import Transfer, TransferLedger
 from nbd.admission import Admission
-from nbd.exports import ExportCatalog, Images
+from nbd.exports import ExportCatalog, Images, OpenExport
+from nbd.handover import BadState, Handover, SessionState, decode, group_name, is_connection_group
 from nbd.listener import NBDFactory, open_export
+from nbd.protocol import NBDServerProtocol, Resumed
 from nbd.transmission import SessionRecord
 
 log = Logger(namespace="bootserverd.nbd")
 # A classroom connects at once; a short accept queue turns that into SYN retries of 1 s, 3 s, ...
 LISTEN_BACKLOG = 511
+LISTENER_FDNAME = "nbd-listen"
+DRAIN_SECONDS = 2.0      # a restart waits this long for answers already queued (SIGTERM must end us in 5 s)
 
 
 class NBDService(Service):
@@ -32,7 +49,9 @@ class NBDService(Service):
 
     def __init__(self, config: NbdConfig, images: Images, reactor=None,
                  on_transfer: Callable[[Transfer], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, inherited: dict[str, list[int]] | None = None) -> None:
+        """``inherited``: the fds systemd handed back to this process (ops.sdnotify.inherited_fds);
+        the service adopts those named ``nbd-…`` and closes the rest of them it was given."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -45,7 +64,12 @@ class NBDService(Service):
         self.factory = NBDFactory(
             ExportCatalog(images, open_export), reactor,
             Admission(config.max_connections, config.max_connections_per_client),
-            handshake_timeout=config.handshake_timeout, on_session=self._session_ended, **counters)
+            handshake_timeout=config.handshake_timeout, on_session=self._session_ended,
+            on_attach=self._attached, on_close=self._closed, **counters)
+        self.fd_store = sdnotify.available()
+        self.inherited = dict(inherited or {})
+        self.keep_connections = False    # set by the app when the process stops (not on SIGHUP)
+        self._serial = 0
         self.port = None
         self._counted = 0                # payload bytes already added to the metrics counter
         self._unsubscribe = None
@@ -83,10 +107,10 @@ class NBDService(Service):
         if not self.config.enabled:
             return
         listen = self.config.listen
-        self.port = self.reactor.listenTCP(listen.port, self.factory, backlog=LISTEN_BACKLOG,
-                                           interface=listen.host)
+        self.port = self._listen(listen)
         log.info("NBD listening on {host}:{port}", host=listen.host,
                  port=self.port.getHost().port)
+        self._adopt_connections()
 
     def reconfigure(self, config: NbdConfig) -> None:
         """SIGHUP: new limits apply to new connections; a new listen address is opened before
@@ -97,20 +121,223 @@ class NBDService(Service):
         old_listen, self.config = self.config.listen, config
         if config.listen != old_listen and self.port is not None:
             old_port = self.port
-            self.port = self.reactor.listenTCP(config.listen.port, self.factory, backlog=LISTEN_BACKLOG,
-                                               interface=config.listen.host)
+            self.port = self._listen(config.listen)
             old_port.stopListening()
             log.info("NBD listening on {listen} instead of {old}", listen=str(config.listen),
                      old=str(old_listen))
 
     def stopService(self):
         super().stopService()
-        self.factory.close_all()
+        handing_over = None
+        if self.keep_connections and self.fd_store:
+            handing_over = self._hand_over()
+        else:
+            self.factory.close_all()
         if self._unsubscribe is not None:
             self._count_sent()
             self._unsubscribe()
             self._unsubscribe = None
         if self.port is not None:
             port, self.port = self.port, None
-            return port.stopListening()
-        return None
+            port.stopListening()      # an adopted listener is only closed here: the store keeps it
+        return handing_over
+
+    # -- the fd store ----------------------------------------------------------------------
+    def _listen(self, listen):
+        """Without the fd store: Twisted's listenTCP. With it: our own listening socket (or the
+        one the previous process stored, if it is bound where the config says), adopted by the
+        reactor so that closing it never shuts it down for the copy in the store."""
+        if not self.fd_store:
+            return self.reactor.listenTCP(listen.port, self.factory, backlog=LISTEN_BACKLOG,
+                                          interface=listen.host)
+        sock = None
+        for fd in self.inherited.pop(LISTENER_FDNAME, []):
+            candidate = socket.socket(fileno=fd)
+            if sock is None and _bound_to(candidate, listen.host, listen.port):
+                sock = candidate
+                log.info("NBD kept its listening socket across the restart")
+            else:
+                candidate.close()
+        sdnotify.remove_fds(LISTENER_FDNAME)        # the old address's, or a copy of the one kept
+        if sock is None:
+            sock = _listening_socket(listen.host, listen.port)
+        sock.setblocking(False)        # the reactor's accept loop must never block (shared by the dup)
+        try:
+            port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
+            sdnotify.store_fds(LISTENER_FDNAME, [sock.fileno()])
+        finally:
+            sock.close()
+        return port
+
+    def _attached(self, p: NBDServerProtocol) -> None:
+        """A connection entered transmission: keep its socket, export file and state in the store."""
+        if not self.fd_store:
+            return
+        self._serial += 1
+        name = group_name(self._serial, os.getpid())
+        if self._store(name, p, p.session_state()):
+            p.fd_group = name
+
+    @staticmethod
+    def _store(name: str, p: NBDServerProtocol, state: SessionState, handover: Handover | None = None) -> bool:
+        memfds: list[int] = []
+        try:
+            memfds.append(_memfd(state.encode()))
+            if handover is not None:
+                memfds.append(_memfd(handover.encode()))
+            return sdnotify.store_fds(name, [p.transport.fileno(), p.export.fd, *memfds])
+        except OSError as e:     # memfd_create refused (a seccomp filter): served on, not kept
+            log.warn("NBD {client}: cannot keep the connection for a restart: {error}", client=p.client,
+                     error=e.strerror)
+            return False
+        finally:
+            for fd in memfds:
+                os.close(fd)
+
+    def _closed(self, p: NBDServerProtocol) -> None:
+        if p.fd_group is not None:
+            sdnotify.remove_fds(p.fd_group)   # else the store's copy keeps the client connected
+
+    def _adopt_connections(self) -> None:
+        adopted = 0
+        for name in list(self.inherited):
+            fds = self.inherited.pop(name)
+            if is_connection_group(name) and self._adopt(name, fds):
+                adopted += 1
+                continue
+            for fd in fds:
+                os.close(fd)
+            sdnotify.remove_fds(name)
+        if adopted:
+            log.info("NBD resumed {n} connections kept across the restart", n=adopted)
+
+    def _adopt(self, name: str, fds: list[int]) -> bool:
+        """One stored connection back in the reactor, or False (its fds are then closed)."""
+        sock = export_fd = state = handover = None
+        for fd in fds:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISSOCK(mode):
+                sock = socket.socket(fileno=fd)
+            elif _is_memfd(fd):
+                try:
+                    kept = decode(os.pread(fd, 1 << 16, 0))
+                except (BadState, OSError) as e:
+                    log.warn("NBD stored connection {name}: {error}", name=name, error=e)
+                    kept = None
+                os.close(fd)
+                state = kept if isinstance(kept, SessionState) else state
+                handover = kept if isinstance(kept, Handover) else handover
+            elif stat.S_ISREG(mode) and export_fd is None:
+                export_fd = fd
+            else:
+                os.close(fd)
+        try:
+            host, port = sock.getpeername()[:2] if sock is not None else (None, None)
+        except OSError:
+            host = None                          # the client left while we were away
+        sdnotify.remove_fds(name)                # a stale handover must not outlive this process
+        if host is None or export_fd is None or state is None:
+            for leftover in (sock, export_fd):
+                if isinstance(leftover, socket.socket):
+                    leftover.close()
+                elif leftover is not None:
+                    os.close(leftover)
+            return False
+        export = OpenExport(state.export, os.fstat(export_fd).st_size, state.description, fd=export_fd)
+        p = NBDServerProtocol(self.factory, host, port, Resumed(export, state, handover, name))
+        self.factory.add(p)
+        sock.setblocking(False)
+        try:
+            self.reactor.adoptStreamConnection(sock.fileno(), sock.family, _Adopted(p))
+        finally:
+            sock.close()
+        self._serial += 1
+        p.fd_group = group_name(self._serial, os.getpid())
+        if not self._store(p.fd_group, p, state):
+            p.fd_group = None
+        return True
+
+    def _hand_over(self) -> defer.Deferred:
+        """Stop reading, wait (bounded) for queued answers to reach the sockets, then leave every
+        connection in transmission to the next process; the others are closed."""
+        kept = [p for p in self.factory.connections if p.fd_group is not None and not p.closing]
+        for p in list(self.factory.connections):
+            if p not in kept:
+                p.reason = "server shutting down"
+                p.transport.abortConnection()
+        for p in kept:
+            p.quiesce()
+        done = defer.Deferred()
+        deadline = self.reactor.seconds() + DRAIN_SECONDS
+
+        def check():
+            if all(p.drained or p.closing for p in kept) or self.reactor.seconds() >= deadline:
+                poll.stop()
+                handed = sum(self._detach(p) for p in kept)
+                log.info("NBD left {n} connections to the next start (systemd fd store)", n=handed)
+                done.callback(None)
+
+        poll = LoopingCall(check)
+        poll.clock = self.reactor
+        poll.start(0.01, now=True)
+        return done
+
+    def _detach(self, p: NBDServerProtocol) -> int:
+        if p.closing:
+            return 0
+        if not p.drained:
+            p.reason = f"answers not sent within {DRAIN_SECONDS:g} s of the stop"
+            p.transport.abortConnection()
+            return 0
+        state = p.session_state()
+        handover = p.detach()
+        if handover.buffered or handover.skip:
+            self._store(p.fd_group, p, state, handover)
+        return 1
+
+
+class _Adopted(Factory):
+    """adoptStreamConnection asks a factory for the protocol: this one is already built."""
+
+    def __init__(self, protocol: NBDServerProtocol) -> None:
+        self.protocol_instance = protocol
+
+    def buildProtocol(self, addr):
+        return self.protocol_instance
+
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("bootserverd-nbd", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return fd
+
+
+def _is_memfd(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
+    except OSError:
+        return False
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bound_to(sock: socket.socket, host: str, port: int) -> bool:
+    """Whether a kept listening socket is where the config says (port 0: any port)."""
+    try:
+        here = sock.getsockname()[:2]
+        wanted = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][4][:2]
+    except OSError:
+        return False
+    return here[0] == wanted[0] and (port == 0 or here[1] == wanted[1])
