@@ -30,6 +30,10 @@ class LogThrottle:
             self._seen.popitem(last=False)
         return hidden
 
+    def __len__(self) -> int:
+        """How many keys are remembered (at most ``max_keys``)."""
+        return len(self._seen)
+
     def hidden(self) -> int:
         """Events suppressed and not yet reported (for /status)."""
         return sum(h for _, h in self._seen.values())

@@ -17,7 +17,7 @@ def test_keys_are_bounded():
     t = LogThrottle(interval=60, max_keys=3)
     for i in range(100):
         t.admit(i, 0.0)
-    assert len(t._seen) == 3
+    assert len(t) == 3
 
 
 def test_suffix():
