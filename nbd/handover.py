@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .exports import OpenExport
+
 STATE, HANDOVER = "nbd-session", "nbd-handover"
 
 
@@ -26,6 +28,12 @@ class SessionState:
     options: tuple[str, ...]
     client: str                 # "host:port" as the first process saw it
     description: str = ""
+
+    @classmethod
+    def of(cls, export: OpenExport, tx, options, client: str) -> "SessionState":
+        """The state of a connection in transmission (``tx``: its nbd.transmission.Transmission)."""
+        return cls(export.name, export.size, tx.structured, dict(tx.contexts), tuple(options), client,
+                   export.description)
 
     def encode(self) -> bytes:
         return json.dumps({"kind": STATE, "export": self.export, "size": self.size,
@@ -75,3 +83,12 @@ def group_name(serial: int, pid: int) -> str:
 
 def is_connection_group(name: str) -> bool:
     return name.startswith("nbd-conn-")
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A connection another process of ours served: go on in transmission."""
+    export: OpenExport
+    state: SessionState
+    handover: Handover | None      # None: that process crashed
+    fd_group: str                  # its name in the fd store

@@ -1,12 +1,10 @@
-"""Twisted adapter, one NBD connection: its life (handshake timer, close, log lines) and the
-queue of answers (listener.py admits connections and keeps the open ones; sender.py writes
-the replies with sendfile).
+"""Twisted adapter, one NBD connection: its life (handshake timer, close, log lines)
+(listener.py admits connections and keeps the open ones; sender.py queues and writes the
+answers with sendfile).
 
 The pure modules decide (handshake, transmission, admission, exports); this one feeds them
-bytes and carries out their answers in order. While the sender waits for a full socket
-(we are the transport's pull producer: resumeProducing) nothing else is answered. Reading
-stops when too many answers wait, so a slow client costs a bounded queue of small tuples,
-never image data in memory.
+bytes and hands their answers to the sender. While the sender waits for a full socket (we
+are the transport's pull producer: resumeProducing) nothing else is answered.
 
 A connection can also start in transmission: adopted from the systemd fd store after a restart
 (``Resumed``: the export's file, what was negotiated, a request read in part), and it can be
@@ -16,8 +14,6 @@ A connection can also start in transmission: adopted from the systemd fd store a
 from __future__ import annotations
 
 import os
-from collections import deque
-from dataclasses import dataclass
 
 from twisted.internet import error as terror
 from twisted.internet.protocol import Protocol
@@ -26,21 +22,11 @@ from twisted.logger import Logger
 from . import codec as c
 from .exports import OpenExport
 from .handshake import Close, Handshake, Send, Transmit
-from .handover import Handover, SessionState
-from .sender import ReplySender
-from .transmission import CACHE, DISC, READ, REPLY, RequestParser, SessionRecord, Transmission
+from .handover import Handover, Resumed, SessionState
+from .sender import Answers, ReplySender
+from .transmission import RequestParser, SessionRecord, Transmission
 
 log = Logger(namespace="bootserverd.nbd")
-QUEUE_HIGH, QUEUE_LOW = 256, 32   # stop reading above this many unanswered requests, resume below
-
-
-@dataclass(frozen=True)
-class Resumed:
-    """A connection another process of ours served: go on in transmission."""
-    export: OpenExport
-    state: SessionState
-    handover: Handover | None      # None: that process crashed
-    fd_group: str                  # its name in the fd store
 
 
 class NBDServerProtocol(Protocol):
@@ -50,14 +36,13 @@ class NBDServerProtocol(Protocol):
         self.resumed = resumed
         self.fd_group: str | None = resumed.fd_group if resumed else None   # stored under this name
         self.detached = False
-        self.quiesced = False        # a restart is coming: reading stays paused
         self.handshake = Handshake(factory.catalog)
         self.export: OpenExport | None = None
         self.tx: Transmission | None = None
         self.parser = RequestParser()
-        self.queue: deque = deque()
         self.sender: ReplySender | None = None
-        self.reading_paused = self.closing = self.soft = False   # soft: closed by _finish
+        self.answers: Answers | None = None
+        self.closing = self.soft = False   # soft: closed by _finish
         self.reason: str | None = None
         self.requests = 0
         self.started = 0.0
@@ -70,6 +55,7 @@ class NBDServerProtocol(Protocol):
     def connectionMade(self) -> None:
         self.started = self.factory.clock.seconds()
         self.sender = ReplySender(self.transport, self._abort)
+        self.answers = Answers(self.transport, self.sender, lambda: self._finish("client sent NBD_CMD_DISC"))
         self.transport.setTcpNoDelay(True)   # we coalesce ourselves (MSG_MORE)
         self.transport.registerProducer(self, False)
         if self.resumed is not None:
@@ -89,20 +75,8 @@ class NBDServerProtocol(Protocol):
 
     def session_state(self) -> SessionState:
         """What a restarted daemon needs to serve this connection on (in transmission only)."""
-        n = self.handshake.negotiated
-        return SessionState(self.export.name, self.export.size, self.tx.structured, dict(self.tx.contexts),
-                            tuple(n.options), self.resumed.state.client if self.resumed else self.client,
-                            self.export.description)
-
-    @property
-    def drained(self) -> bool:
-        """Every request read so far is answered and on its way (in the socket's buffer)."""
-        return not self.queue and not self.sender.blocked
-
-    def quiesce(self) -> None:
-        """A restart is coming: read no more requests; answer those already read."""
-        self.quiesced = self.reading_paused = True
-        self.transport.pauseProducing()
+        first = self.resumed.state.client if self.resumed else self.client
+        return SessionState.of(self.export, self.tx, self.handshake.negotiated.options, first)
 
     def detach(self) -> Handover:
         """Leave the reactor without closing the socket (the fd store keeps it for the next
@@ -119,15 +93,9 @@ class NBDServerProtocol(Protocol):
         if self.detached:
             return          # handed to the next process; the reactor let go of it at shutdown
         self._stop_timer()
-        unanswered = len(self.queue) + self.sender.drop()
-        self.queue.clear()
         self.closing = True
-        why, by_client = self.reason, self.soft      # soft: we closed after the client's DISC
-        if why is None:
-            by_client = bool(reason.check(terror.ConnectionDone))
-            why = ("client closed the connection" if by_client
-                   else f"connection lost: {reason.getErrorMessage()}")
-            why += f" mid-reply ({unanswered} replies unsent)" if unanswered else ""
+        why, by_client = SessionRecord.why_closed(self.reason, self.soft, bool(reason.check(terror.ConnectionDone)),
+                                                  reason.getErrorMessage(), self.answers.stop())
         if self.export is not None:
             os.close(self.export.fd)
         record = SessionRecord(self.client, self.export and self.export.name, self.bytes_sent,
@@ -156,7 +124,7 @@ class NBDServerProtocol(Protocol):
     def _abort(self, reason: str) -> None:
         self.reason = self.reason or reason
         self.closing, self.soft = True, False
-        self.queue.clear()
+        self.answers.stop()
         self.transport.abortConnection()
 
     # --- input ------------------------------------------------------------------------------
@@ -171,12 +139,8 @@ class NBDServerProtocol(Protocol):
         except c.ProtocolError as e:
             log.warn("NBD {client}: {error}; disconnecting", client=self.client, error=e)
             return self._abort(f"protocol error: {e}")
-        self.queue.extend(self.tx.handle(*r) for r in reqs)
         self.requests += len(reqs)
-        self._pump()
-        if not self.reading_paused and len(self.queue) > QUEUE_HIGH and not self.closing:
-            self.reading_paused = True
-            self.transport.pauseProducing()
+        self.answers.add(self.tx.handle(*r) for r in reqs)
 
     def _run(self, actions: list) -> None:
         for act in actions:
@@ -212,28 +176,7 @@ class NBDServerProtocol(Protocol):
             return
         self.sender.resume()
         if self.tx is not None:
-            self._pump()
+            self.answers.pump()
 
     def stopProducing(self) -> None:   # a pull producer: the transport never pauses us
-        self.queue.clear()
-
-    def _pump(self) -> None:
-        q, sender = self.queue, self.sender
-        while q and not sender.blocked and not self.closing:
-            act = q.popleft()
-            kind = act[0]
-            if kind == READ:
-                sender.send(act[1], (act[2], act[3]))
-            elif kind == REPLY:
-                sender.send(act[1])
-            elif kind == CACHE:
-                try:
-                    os.posix_fadvise(self.export.fd, act[1], act[2], os.POSIX_FADV_WILLNEED)
-                except OSError:
-                    pass   # only a hint
-                sender.send(act[3])
-            elif kind == DISC:
-                return self._finish("client sent NBD_CMD_DISC")
-        if self.reading_paused and len(q) <= QUEUE_LOW and not self.closing and not self.quiesced:
-            self.reading_paused = False
-            self.transport.resumeProducing()
+        self.answers.queue.clear()

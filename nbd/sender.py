@@ -1,4 +1,9 @@
-"""Replies onto one NBD connection's socket without copying image data through Python (I/O).
+"""Answers onto one NBD connection's socket, in order, without copying image data through
+Python (I/O).
+
+``Answers`` keeps the queue of what the transmission decided (nbd.transmission actions) and
+pauses reading when too many wait, so a slow client costs a bounded queue of small tuples.
+``ReplySender`` writes one reply at a time.
 
 A reply is a header, then (READ) a range of the export's file: the header goes with MSG_MORE
 and the range by os.sendfile from the export's descriptor. When the socket is full the rest of
@@ -12,7 +17,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections import deque
 from typing import Callable
+
+from .transmission import CACHE, DISC, READ, REPLY
+
+QUEUE_HIGH, QUEUE_LOW = 256, 32   # stop reading above this many unanswered requests, resume below
 
 
 class ReplySender:
@@ -84,3 +94,59 @@ class ReplySender:
         self.pending = (offset, length)
         self.blocked = True
         self.transport.startWriting()
+
+
+class Answers:
+    """The answers not yet written, sent in order whenever the socket takes them."""
+
+    def __init__(self, transport, sender: ReplySender, on_disc: Callable[[], None]) -> None:
+        self.transport, self.sender, self.on_disc = transport, sender, on_disc
+        self.queue: deque = deque()
+        self.reading_paused = False
+        self.quiesced = False        # a restart is coming: reading stays paused
+        self.stopped = False
+
+    def add(self, actions) -> None:
+        self.queue.extend(actions)
+        self.pump()
+        if not self.reading_paused and len(self.queue) > QUEUE_HIGH and not self.stopped:
+            self.reading_paused = True
+            self.transport.pauseProducing()
+
+    def pump(self) -> None:
+        q, sender = self.queue, self.sender
+        while q and not sender.blocked and not self.stopped:
+            act = q.popleft()
+            kind = act[0]
+            if kind == READ:
+                sender.send(act[1], (act[2], act[3]))
+            elif kind == REPLY:
+                sender.send(act[1])
+            elif kind == CACHE:
+                try:
+                    os.posix_fadvise(sender.fd, act[1], act[2], os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass   # only a hint
+                sender.send(act[3])
+            elif kind == DISC:
+                return self.on_disc()
+        if self.reading_paused and len(q) <= QUEUE_LOW and not self.stopped and not self.quiesced:
+            self.reading_paused = False
+            self.transport.resumeProducing()
+
+    def quiesce(self) -> None:
+        """Read no more requests; answer those already read."""
+        self.quiesced = self.reading_paused = True
+        self.transport.pauseProducing()
+
+    @property
+    def drained(self) -> bool:
+        """Every request read so far is answered and on its way (in the socket's buffer)."""
+        return not self.queue and not self.sender.blocked
+
+    def stop(self) -> int:
+        """Answer nothing more; how many answers are left unsent (a reply cut short counts)."""
+        self.stopped = True
+        left = len(self.queue) + self.sender.drop()
+        self.queue.clear()
+        return left

@@ -36,6 +36,16 @@ class SessionRecord:
     def outcome_of(attached: bool, ended_by_client: bool) -> str:
         return "no_export" if not attached else "done" if ended_by_client else "aborted"
 
+    @staticmethod
+    def why_closed(our_reason: str | None, closed_softly: bool, client_done: bool, error: str,
+                   unanswered: int) -> tuple[str, bool]:
+        """(the reason for the log, whether the client ended it): ours when we closed, else what
+        the socket said (``client_done``: a clean close by the peer)."""
+        if our_reason is not None:
+            return our_reason, closed_softly        # soft: we closed after the client's DISC
+        why = "client closed the connection" if client_done else f"connection lost: {error}"
+        return why + (f" mid-reply ({unanswered} replies unsent)" if unanswered else ""), client_done
+
     def as_transfer(self) -> Transfer:
         what = f"NBD {self.export or '-'} closed after {self.bytes_sent} bytes: {self.reason}"
         return Transfer("nbd", self.client.rsplit(":", 1)[0], self.export or "", self.bytes_sent, self.seconds,

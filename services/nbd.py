@@ -32,9 +32,9 @@ from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.transfers import Transfer, TransferLedger
 from nbd.admission import Admission
 from nbd.exports import ExportCatalog, Images, OpenExport
-from nbd.handover import BadState, Handover, SessionState, decode, group_name, is_connection_group
+from nbd.handover import BadState, Handover, Resumed, SessionState, decode, group_name, is_connection_group
 from nbd.listener import NBDFactory, open_export
-from nbd.protocol import NBDServerProtocol, Resumed
+from nbd.protocol import NBDServerProtocol
 from nbd.transmission import SessionRecord
 
 log = Logger(namespace="bootserverd.nbd")
@@ -266,12 +266,12 @@ class NBDService(Service):
                 p.reason = "server shutting down"
                 p.transport.abortConnection()
         for p in kept:
-            p.quiesce()
+            p.answers.quiesce()
         done = defer.Deferred()
         deadline = self.reactor.seconds() + DRAIN_SECONDS
 
         def check():
-            if all(p.drained or p.closing for p in kept) or self.reactor.seconds() >= deadline:
+            if all(p.answers.drained or p.closing for p in kept) or self.reactor.seconds() >= deadline:
                 poll.stop()
                 handed = sum(self._detach(p) for p in kept)
                 log.info("NBD left {n} connections to the next start (systemd fd store)", n=handed)
@@ -285,7 +285,7 @@ class NBDService(Service):
     def _detach(self, p: NBDServerProtocol) -> int:
         if p.closing:
             return 0
-        if not p.drained:
+        if not p.answers.drained:
             p.reason = f"answers not sent within {DRAIN_SECONDS:g} s of the stop"
             p.transport.abortConnection()
             return 0

@@ -3,8 +3,6 @@ and HTTP connections, so each service's per-address cap counts the same way."""
 
 from __future__ import annotations
 
-from typing import Iterator
-
 
 class ClientCounts:
     """Address → how many of its transfers or connections are open. An address with none is
@@ -34,9 +32,6 @@ class ClientCounts:
     def __len__(self) -> int:
         """How many addresses have something open."""
         return len(self._open)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._open)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self._open)
