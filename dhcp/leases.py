@@ -75,13 +75,24 @@ class LeaseTable:
     def free_count(self, ranges: Ranges, now: float) -> int:
         """Addresses in `ranges` that no active row holds (offered, bound or declined rows
         whose expiry is still ahead). Incremental: O(log n) a change, not a pool scan."""
+        held = self._held_in(ranges)
+        return held.size - held.count(now)
+
+    def holders(self, ranges: Ranges, now: float) -> list[Lease]:
+        """The active rows holding an address of `ranges` (what free_count does not count):
+        as many as are held, not a scan of the pool or of the table."""
+        held = self._held_in(ranges)
+        held.count(now)                     # forgets the expired
+        return [self.by_ip[ip] for ip in held.until]
+
+    def _held_in(self, ranges: Ranges) -> "_Held":
         held = self._held.get(ranges)
         if held is None:
             held = self._held[ranges] = _Held(ranges)
             for ip, row in self.by_ip.items():
                 if held.covers(ip):
                     held.update(ip, row)
-        return held.size - held.count(now)
+        return held
 
     def of_client(self, key: bytes) -> Lease | None:
         return self.by_key.get(key)
@@ -237,6 +248,13 @@ def _nth(ranges: Ranges, sizes: list[int], offset: int) -> IPv4Address:
             return IPv4Address(int(lo) + offset)
         offset -= size
     raise IndexError(offset)
+
+
+def pool_size(ranges: Ranges, network: IPv4Network | None = None) -> int:
+    """Addresses `ranges` can hand out: the network and broadcast addresses never count."""
+    edges = set() if network is None else {network.network_address, network.broadcast_address}
+    inside = [ip for ip in edges if _edge(ip, network) and any(lo <= ip <= hi for lo, hi in ranges)]
+    return sum(int(hi) - int(lo) + 1 for lo, hi in ranges) - len(inside)
 
 
 def _edge(ip: IPv4Address, network: IPv4Network | None) -> bool:

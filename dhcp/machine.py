@@ -179,6 +179,9 @@ class Policy:
     # an answer marks the address in conflict for decline_hold and another is tried.
     ping_check: bool = False
     ping_timeout: float = 1.0
+    # The chaddr of our own rogue-server probe (dhcp/rogue.py): its DISCOVER loops back to our
+    # port 67, and an answer would be a pool address held for a client that never comes.
+    probe_mac: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,8 @@ class Machine:
     def handle(self, msg: Message, arrival: Arrival, now: float) -> Outcome:
         if msg.op != BOOTREQUEST:
             return Outcome(debug="ignored BOOTREPLY")
+        if msg.chaddr == self.policy.probe_mac:
+            return Outcome(debug="ignored our own rogue-server probe")
         kind = msg.msg_type
         if kind is None:
             return Outcome(debug=f"ignored BOOTP request from {msg.mac} (no DHCP message type)")

@@ -1,5 +1,7 @@
 """The DHCP service: loads the lease journal, opens :67 (and :4011 in proxy mode), follows
-the served interfaces, and answers through dhcp.machine."""
+the served interfaces, answers through dhcp.machine, and watches for rogue DHCP servers
+(dhcp.rogue, dhcp.watch). Public, for /status, /metrics and the status page: status(),
+rogue_servers(), pools()."""
 
 from __future__ import annotations
 
@@ -16,10 +18,22 @@ from twisted.logger import Logger
 from bootserverd.ops.metrics import Metrics
 from dhcp.icmp import IcmpProber
 from dhcp.journal import GroupCommit, LeaseDB
-from dhcp.leases import BOUND, OFFERED, LeaseTable
+from dhcp.leases import BOUND, OFFERED, LeaseTable, pool_size
 from dhcp.machine import Machine, Policy, Subnet
 from dhcp.netif import Interfaces, Neighbours
 from dhcp.protocol import DhcpHandler, DhcpPort, open_socket
+from dhcp.rogue import Detector, probe_mac
+from dhcp.watch import RogueWatch
+
+
+def _server_address(server) -> IPv4Address | None:
+    address = getattr(server, "address", None)
+    return IPv4Address(str(address)) if address else None
+
+
+def _probe_mac(server) -> bytes | None:
+    address = _server_address(server)
+    return probe_mac(address) if address is not None else None
 
 
 def _policy(config, server) -> Policy:
@@ -31,7 +45,7 @@ def _policy(config, server) -> Policy:
                   unicast_offers=config.unicast_offers, decline_hold=config.decline_hold,
                   match_client_id=config.match_client_id,
                   ping_check=config.ping_check,
-                  ping_timeout=config.ping_timeout)
+                  ping_timeout=config.ping_timeout, probe_mac=_probe_mac(server))
 
 
 class DHCPService(Service):
@@ -63,6 +77,10 @@ class DHCPService(Service):
         self.prober: IcmpProber | None = None
         self.neighbours = Neighbours()
         self._unsubscribe: Callable[[], None] | None = None
+        self.rogues = Detector(config.known_servers)   # outlives a SIGHUP, not a restart
+        self.watch: RogueWatch | None = None
+        self._unscrape: Callable[[], None] | None = None
+        self._rogue_counted = dict(self.rogues.replies)  # what the counter has been given
 
     # -- reservations from the model (recomputed when the directory changes) ----------------
     def _inventory_changed(self, old=None, new=None) -> None:
@@ -81,6 +99,13 @@ class DHCPService(Service):
     def _reservation(self, mac: str) -> IPv4Address | None:
         device = self.model.inventory.device(mac)
         return IPv4Address(device.ip) if device is not None and device.ip else None
+
+    def _interface_of(self, subnet: Subnet) -> str | None:
+        for addrs in self.interfaces.by_index.values() if self.interfaces else ():
+            for addr in addrs:
+                if addr.address in subnet.network:
+                    return addr.name
+        return None   # served through a relay, or the interface has no address now
 
     def _live_rows(self) -> list:
         return [row for row in self.table.by_ip.values() if row.state != OFFERED]
@@ -104,8 +129,6 @@ class DHCPService(Service):
         self.table = LeaseTable(rows)
         self.log.info("{n} leases loaded ({a} active) from {p} in {s:.2f} s", n=len(rows),
                       a=self.active_leases(), p=self.leasedb_path, s=time.monotonic() - started)
-        if self.metrics is not None:
-            self.metrics.watch(self.metrics.leases, self.active_leases)
         self._inventory_changed()
         self._unsubscribe = self.model.subscribe(self._inventory_changed)
         self.machine = Machine(_policy(self.config, self.server), self.table,
@@ -117,6 +140,11 @@ class DHCPService(Service):
                                    self.on_lease, self.neighbours,
                                    debug=getattr(self.server, "log_level", "info") == "debug")
         self._open_prober()
+        # the packet socket is opened here, while we may still hold CAP_NET_RAW
+        self.watch = RogueWatch(self.rogues, self.interfaces, _server_address(self.server),
+                                _probe_mac(self.server), self.config.rogue_probe_interval,
+                                self.reactor, self.clock)
+        self.watch.start()
         ports = [self.config.listen_port]
         if self.config.mode == "proxy":
             ports.append(self.config.proxy_port)
@@ -129,6 +157,11 @@ class DHCPService(Service):
         except OSError as e:
             self._close()
             raise CannotListenError("0.0.0.0", number, e)
+        if self.metrics is not None:
+            self.metrics.watch(self.metrics.leases, self.active_leases)
+            self.metrics.watch(self.metrics.dhcp_rogue_servers,
+                               lambda: self.rogues.active(self.clock()))
+            self._unscrape = self.metrics.before_scrape(self._scrape)
         super().startService()
         self.log.info("{mode} on {ifs}, ports {ports}", mode=self.config.mode,
                       ifs=", ".join(self.config.interfaces) or "-",
@@ -160,6 +193,9 @@ class DHCPService(Service):
             self.machine.policy = _policy(config, self.server)
         if self.handler is not None:
             self._open_prober()
+        self.rogues.known = frozenset(config.known_servers)
+        if self.watch is not None and config.rogue_probe_interval != self.watch.probe_interval:
+            self.watch.set_probe_interval(config.rogue_probe_interval)
         if self.interfaces is not None and tuple(config.interfaces) != self.interfaces.names:
             self.interfaces.names = tuple(config.interfaces)
             self.interfaces.refresh()
@@ -178,13 +214,23 @@ class DHCPService(Service):
         if self.prober is not None:
             self.prober.close()
             self.prober = None
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
+        if self._unscrape is not None:
+            self._count_rogue_replies()       # what came since the last scrape
+            self._unscrape()
+            self._unscrape = None
         self.neighbours.close()
 
     @defer.inlineCallbacks
     def stopService(self):
         self._close()
-        if self.metrics is not None:
-            self.metrics.watch(self.metrics.leases, lambda: 0)   # no longer this table's
+        if self.metrics is not None:   # no longer this table's, nor these pools
+            self.metrics.watch(self.metrics.leases, lambda: 0)
+            self.metrics.watch(self.metrics.dhcp_rogue_servers, lambda: 0)
+            self.metrics.dhcp_pool_addresses.clear()
+            self.metrics.dhcp_pool_used.clear()
         if self.commit is not None:
             yield self.commit.drain()
             self.commit.stop()
@@ -194,6 +240,46 @@ class DHCPService(Service):
             self.db.close()
         super().stopService()
 
+    # -- what /status, /metrics and the status page read ---------------------------------------
+    def rogue_servers(self) -> list[dict]:
+        """Other DHCP servers seen answering on a served interface, most recent first: each
+        server_ip, server_mac, interface, first_seen, last_seen (epoch s), offers, acks, naks,
+        last_offered (None: none yet), last_client, boot_file. At most 64 (dhcp.rogue)."""
+        return [r.as_dict() for r in self.rogues.rogues()]
+
+    def pools(self) -> list[dict]:
+        """Use of each configured subnet's pools: subnet (CIDR), interface (None when none of
+        ours is in it: a relayed subnet), size (pool addresses less devices' fixed ones),
+        used (offered or bound), free (neither used nor quarantined by a DECLINE/conflict)."""
+        if self.table is None or self.machine is None:
+            return []
+        now, out = self.clock(), []
+        for subnet in self.machine.policy.subnets:
+            held = [r for r in self.table.holders(subnet.pool, now) if r.ip not in self._reserved]
+            size = pool_size(subnet.pool, subnet.network) - self._reserved_in(subnet.pool)
+            used = sum(1 for r in held if r.state in (BOUND, OFFERED))
+            out.append({"subnet": str(subnet.network), "interface": self._interface_of(subnet),
+                        "size": size, "used": used, "free": max(0, size - len(held))})
+        return out
+
+    def _scrape(self) -> None:
+        """Before each /metrics scrape: the pool gauges (only configured subnets: a subnet
+        removed by SIGHUP goes) and the rogue reply counter, kept as plain ints meanwhile."""
+        pools = self.metrics.dhcp_pool_addresses, self.metrics.dhcp_pool_used
+        for gauge in pools:
+            gauge.clear()
+        for pool in self.pools():
+            pools[0].labels(subnet=pool["subnet"]).set(pool["size"])
+            pools[1].labels(subnet=pool["subnet"]).set(pool["used"])
+        self._count_rogue_replies()
+
+    def _count_rogue_replies(self) -> None:
+        for kind, total in self.rogues.replies.items():
+            new = total - self._rogue_counted[kind]
+            if new:
+                self.metrics.dhcp_rogue_replies.labels(type=kind).inc(new)
+                self._rogue_counted[kind] = total
+
     def status(self) -> dict:
         counts = dict(self.handler.counts) if self.handler else {}
         if self.table is not None:
@@ -201,4 +287,7 @@ class DHCPService(Service):
         if self.commit is not None:
             counts["commit_batches"] = self.commit.batches
             counts["committed_rows"] = self.commit.rows
+        counts["rogue_probes"] = self.watch.probes_sent if self.watch is not None else 0
+        counts["rogue_servers"] = self.rogue_servers()
+        counts["pools"] = self.pools()
         return counts
