@@ -97,6 +97,10 @@ class ServerConfig:
     user: str | None = None          # started as root: switch to this user once sockets are open
     group: str | None = None
     allow_root: bool = False         # keep running as root (not recommended)
+    # the boot report (status page, `status --device`, bootserverd_boots_total): a boot quiet
+    # this long before its NBD root is attached stopped; a root in use this long booted
+    boot_stall_seconds: float = field(default=60.0, metadata={"min": 1.0, "max": 86400.0})
+    booted_after_seconds: float = field(default=30.0, metadata={"min": 0.0, "max": 86400.0})
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ class HttpConfig:
     diff_cache_max_bytes: int = field(default=50 << 30, metadata={"min": 1 << 20, "max": 1 << 50})
     # "HH:MM-HH:MM" local time when diffs are built ahead of time (None: any time)
     diff_prebuild_window: str | None = field(default=None, metadata={"parse": lambda v, ctx: _window(v)})
+    # who may see the status page (/ and /ui/...): CIDRs; None: loopback and the DHCP subnets
+    ui_allow: tuple[IPv4Network, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,8 +192,16 @@ class DhcpConfig:
     decline_hold: float = field(default=600.0, metadata={"min": 0.0, "max": 86400.0})
     ping_check: bool = False         # ICMP echo a pool address before offering it (conflict probe)
     ping_timeout: float = field(default=1.0, metadata={"min": 0.05, "max": 10.0})
+    # other DHCP servers expected on the served LANs (proxy mode: the school's own server; a
+    # split-scope partner): their replies are not flagged as a rogue server's
+    known_servers: tuple[IPv4Address, ...] = ()
+    # seconds between two rogue-server probes (a DISCOVER on each interface); 0: no probe
+    rogue_probe_interval: float = field(default=300.0, metadata={"min": 0.0, "max": 86400.0})
 
     def check(self, ctx: Context, key: str) -> None:
+        if 0 < self.rogue_probe_interval < 1:
+            ctx.problem(f"{key}.rogue_probe_interval",
+                        f"must be 0 (no probe) or at least 1 second, not {self.rogue_probe_interval}")
         if not self.enabled:
             return
         if not self.interfaces:

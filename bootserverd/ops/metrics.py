@@ -42,6 +42,22 @@ class Metrics:
                                    registry=r)
         self.diff_evictions = Counter("bootserverd_diff_evictions", "Diffs evicted for the disk budget",
                                       registry=r)
+        self.boots = Counter("bootserverd_boots", "Boots by outcome: booted (NBD root attached) or stopped "
+                             "(quiet before it)", ["outcome"], registry=r)
+        for outcome in ("booted", "stopped"):
+            self.boots.labels(outcome=outcome)
+        self.dhcp_rogue_servers = Gauge("bootserverd_dhcp_rogue_servers",
+                                        "Other DHCP servers (not ours, not dhcp.known_servers) heard "
+                                        "on a served interface in the last hour", registry=r)
+        self.dhcp_rogue_replies = Counter("bootserverd_dhcp_rogue_replies",
+                                          "Replies seen from rogue DHCP servers, by type", ["type"],
+                                          registry=r)
+        for kind in ("offer", "ack", "nak"):
+            self.dhcp_rogue_replies.labels(type=kind)
+        self.dhcp_pool_addresses = Gauge("bootserverd_dhcp_pool_addresses", "Addresses in a subnet's "
+                                         "pools, devices' fixed addresses excluded", ["subnet"], registry=r)
+        self.dhcp_pool_used = Gauge("bootserverd_dhcp_pool_used", "Pool addresses offered or bound, "
+                                    "by subnet", ["subnet"], registry=r)
         for service in SERVICES:             # so dashboards see zeros before the first event
             self.bytes_sent.labels(service=service)
         self._before_scrape: list[Callable[[], None]] = []

@@ -74,6 +74,7 @@ def test_package_installs_with_apt_into_clean_debian_and_serves(deb, chroot):
     assert "/usr/share/bootserverd/bootserverd_client/fsutil.py" in files, files
     assert not [f for f in files if "image-update" in f or f.endswith("/updater.py")], files
     assert "/usr/share/bootserverd/services/http/__init__.py" in files, files
+    assert "/usr/share/bootserverd/grafana/bootserverd.json" in files, files   # docs/monitoring.md
     state = in_root(chroot, "stat -c '%U %a' /var/lib/bootserverd; getent passwd bootserverd")
     assert state.stdout.splitlines()[0] == "bootserverd 750", state.stdout
     check = in_root(chroot, "bootserverd check-config --config /etc/bootserverd/bootserverd.yaml")
