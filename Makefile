@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := etc/bootserverd.demo.yaml
 
-.PHONY: run test deps-run deps-test check-config demo-image bench deb clean e2e demo-boot reliability
+.PHONY: run test deps-run deps-test check-config demo-image bench deb clean e2e demo-boot reliability ui-screenshot
 
 deps-run:
 	@tools/install-deps deps/apt/base.txt
@@ -48,6 +48,10 @@ e2e: deps-test $(VENV)/.test
 # A PC (qemu) boots through bootserverd alone: iPXE ROM, kernel over HTTP, NBD root.
 demo-boot: deps-test $(VENV)/.test
 	@$(PY) tests/e2e/demo_boot.py
+
+# docs/status-page.png: the status page after a real boot in the e2e lab (headless chromium).
+ui-screenshot: deps-test $(VENV)/.test
+	@$(PY) tests/e2e/status_screenshot.py
 
 bench: deps-test $(VENV)/.test
 	@for b in tests/bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -22,6 +22,7 @@ from typing import Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from bootserverd.boot.files import BootFiles
@@ -36,10 +37,12 @@ from bootserverd.model.snapshot import Inventory, Model, diff_records
 from bootserverd.ops.metrics import Metrics
 from services.dhcp import DHCPService
 from services.http.service import HTTPService
+from services.http.ui.access import allowed_networks
 from services.nbd import NBDService
 from services.tftp import TFTPService
 
 log = Logger(namespace="bootserverd.app")
+SWEEP_INTERVAL = 15.0   # seconds between counts of finished boots (bootserverd_boots_total)
 BULK_CHANGE = 50     # more device changes than this in one delivery are summarised in one line
 
 
@@ -67,8 +70,8 @@ def _http(app: "BootServer") -> Service:
                        boot_files=app.boot_files, model=app.model, resolver=app.resolver,
                        state_dir=app.config.server.state_dir, reactor=app.reactor,
                        metrics=app.metrics, extra_status=app.status_sections,
-                       on_transfer=app.boot_report.transfer,
-                       boot_timeline=app.boot_report.timeline)
+                       on_transfer=app.boot_report.transfer, boot_report=app.boot_report,
+                       ui_networks=app.ui_networks, health=app.health)
 
 
 def _dhcp(app: "BootServer") -> Service:
@@ -108,12 +111,18 @@ class BootServer:
         self.images = ImageStore(config.images.dir, config.server.state_dir, reactor,
                                  settle_seconds=config.images.settle_seconds,
                                  rescan_interval=config.images.rescan_interval)
-        self.resolver = BootResolver(config, self.model)
-        self.boot_files = BootFiles(config.tftp.root, self.resolver, self.model)
         self.metrics = Metrics()
         # read at scrape time from whichever source runs now
         self.metrics.watch(self.metrics.directory_lag, lambda: self.source.lag_seconds())
-        self.boot_report = BootReport(reactor.seconds, self._live_nbd_sessions)
+        self.boot_report = BootReport(reactor.seconds, self._live_nbd_sessions,
+                                      stall=config.server.boot_stall_seconds,
+                                      booted_after=config.server.booted_after_seconds,
+                                      on_outcome=lambda outcome: self.metrics.boots.labels(outcome=outcome).inc())
+        self._sweep = LoopingCall(self.boot_report.sweep)   # boots' outcomes counted as they happen
+        self._sweep.clock = reactor
+        # a device sent an error menu is a boot that stops there: the report says why
+        self.resolver = BootResolver(config, self.model, on_problem=self.boot_report.boot_problem)
+        self.boot_files = BootFiles(config.tftp.root, self.resolver, self.model)
         self.services = MultiService()
         self._running: dict[str, Service] = {}
         self._unsubscribe_images: Callable[[], None] | None = None
@@ -152,6 +161,7 @@ class BootServer:
             after_listen()
         self.source.start(self._records_changed)
         self._unsubscribe_images = self.images.subscribe(self._images_changed)
+        self._sweep.start(min(SWEEP_INTERVAL, self.config.server.boot_stall_seconds / 2), now=False)
         ready = self.images.start()
         listening = ", ".join(f"{name} {self._where(name)}" for name in self._running)
         log.info("bootserverd started: {listening}; {n} devices known",
@@ -171,6 +181,8 @@ class BootServer:
             nbd.keep_connections = True
         self.source.stop()
         self.images.stop()
+        if self._sweep.running:
+            self._sweep.stop()
         if self._unsubscribe_images is not None:
             self._unsubscribe_images()
             self._unsubscribe_images = None
@@ -191,6 +203,24 @@ class BootServer:
             if name != "http":
                 sections[name] = service.status()
         return sections
+
+    def health(self) -> dict:
+        """The status page's health: each enabled service (up or not, where, its figures) and
+        the directory feed."""
+        services = {}
+        for spec in self.available:
+            if getattr(self.config, spec.section).enabled:
+                running = self._running.get(spec.name)
+                status = {} if running is None else running.figures() if spec.name == "http" else running.status()
+                services[spec.name] = {"up": running is not None and running.running,
+                                       "listen": self._where(spec.name), "status": status}
+        return {"services": services, "directory": self.source.status()}
+
+    def ui_networks(self) -> tuple:
+        """Who may see the status page: ``http.ui_allow``, else loopback and the DHCP subnets."""
+        dhcp = self.config.dhcp
+        served = [subnet.network for subnet in dhcp.subnets] if dhcp.enabled else []
+        return allowed_networks(self.config.http.ui_allow, served)
 
     def running_services(self) -> dict[str, Service]:
         """The services running now, by name (a copy: SIGHUP may change the set)."""

@@ -11,6 +11,7 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from twisted.logger import Logger
 
@@ -121,9 +122,11 @@ def default_templates_dir() -> Path:
 
 
 class BootResolver:
-    def __init__(self, config: Config, model: Model, templates: Templates | None = None):
+    def __init__(self, config: Config, model: Model, templates: Templates | None = None,
+                 on_problem: Callable[[str, str], None] | None = None):
         self.config = config
         self.model = model
+        self.on_problem = on_problem      # (mac, problem): a device was sent an error menu (boot report)
         self.templates = templates or Templates(config.boot.templates or default_templates_dir())
         self._kernel_warned: set[tuple] = set()
 
@@ -220,6 +223,8 @@ class BootResolver:
         entries = self.menu(mac)
         device = self.model.inventory.device(mac) if mac else None
         has_error = any(e.kind == "error" for e in entries)
+        if has_error and mac and self.on_problem is not None:
+            self.on_problem(mac, next(e.message or e.title for e in entries if e.kind == "error"))
         timeout = 0 if has_error else (self.config.boot.menu_timeout if len(entries) > 1 else 0)
         title = _safe(f"bootserverd {device.label() if device else (mac or client)}")
         fill = self.templates.fill

@@ -1,4 +1,5 @@
-"""The HTTP listener (twisted.web): images, diffs, iPXE boot files, device API, status, metrics.
+"""The HTTP listener (twisted.web): images, diffs, iPXE boot files, device API, status, metrics,
+the status page for people (/ and /ui/...).
 
 One leaf resource routes on the first path segment to a handler module (services/http_*.py,
 one concern each). Twisted has already split and percent-decoded the path; handlers get the
@@ -27,6 +28,8 @@ from services.http.files import BootFileResource, FileSender, ImageResource
 from services.http.limits import LimitedSite
 from services.http.metrics import MetricsResource
 from services.http.transfer import TransferRecord
+from services.http.ui.access import allowed_networks
+from services.http.ui.resource import UiResource
 from services.http.util import send_error, send_json
 
 log = Logger(namespace="bootserverd.http")
@@ -59,11 +62,11 @@ class Router(Resource):
         self._count(request)
         return result
 
-    ROUTES = ("images", "boot", "ipxe", "tftp", "status", "diffs", "v1", "metrics")
+    ROUTES = ("images", "boot", "ipxe", "tftp", "status", "diffs", "v1", "metrics", "ui")
 
     def _count(self, request) -> None:
         head = request.postpath[0].decode("latin-1") if request.postpath else ""
-        route = head if head in self.ROUTES else "other"   # bounded label values
+        route = "ui" if head == "" else head if head in self.ROUTES else "other"   # bounded label values
         metrics = self.service.metrics
         metrics.requests.labels(route=route, status=str(request.code)).inc()
         if request.code >= 400:
@@ -96,6 +99,8 @@ class Router(Resource):
             return svc.device_resource.render(request, rest[1:])
         if head == "metrics" and not rest:
             return svc.metrics_resource.render(request)
+        if (head == "" and not rest) or head == "ui":
+            return svc.ui_resource.render(request, rest)
         return send_error(request, 404, "no such resource")
 
 
@@ -103,7 +108,8 @@ class HTTPService(Service):
     name = "http"
 
     def __init__(self, config, *, server, images, boot_files, model, resolver, state_dir: Path,
-                 reactor=None, metrics=None, extra_status=None, on_transfer=None, boot_timeline=None):
+                 reactor=None, metrics=None, extra_status=None, on_transfer=None, boot_report=None,
+                 ui_networks=None, health=None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -119,7 +125,7 @@ class HTTPService(Service):
             metrics = Metrics()
         self.metrics = metrics
         self.extra_status = extra_status      # () -> {section: dict}: directory, dhcp, ...
-        self.boot_timeline = boot_timeline    # (mac) -> dict | None: the boot report's last boot
+        self.boot_report = boot_report        # bootserverd.boot.report.BootReport (the app's)
         self.started_at = time.time()
         self.port = None
         self.site = None
@@ -136,6 +142,8 @@ class HTTPService(Service):
         self.device_resource = DeviceResource(model, images, self.diffs, resolver.http_base,
                                               self.state_dir / "device-reports.json", reactor)
         self.diffs.demand = self.device_resource.demand     # eviction keeps what devices need
+        self.ui_resource = UiResource(self, ui_networks or (lambda: allowed_networks(config.ui_allow, ())),
+                                      health or (lambda: {}))
         window = config.diff_prebuild_window
         self._window = parse_window(window) if window else None
         self._prebuild_loop = None
@@ -165,13 +173,17 @@ class HTTPService(Service):
         (log.info if record.ok else log.warn)("{line}", line=record.line())
         self.ledger.add(record.as_transfer())
 
+    def figures(self) -> dict:
+        """This service's own counts (the "http" section of /status)."""
+        return {"transfers": dict(self.ledger.outcomes), "bytes_sent": self.ledger.bytes_sent,
+                **(self.site.status() if self.site is not None else {})}
+
     def status(self) -> dict:
         inventory = self.model.inventory
         return {"version": __version__, "uptime_seconds": round(time.time() - self.started_at, 1),
                 "images": [image.summary() for image in self.images.published()],
                 "devices": len(inventory.devices),
-                "http": {"transfers": dict(self.ledger.outcomes), "bytes_sent": self.ledger.bytes_sent,
-                         **(self.site.status() if self.site is not None else {})},
+                "http": self.figures(),
                 "diffs": self.diffs.status(),
                 **(self.extra_status() if self.extra_status else {})}
 
@@ -181,7 +193,7 @@ class HTTPService(Service):
             mac = normalize_mac(text)
         except ValueError:
             return send_error(request, 400, f"{text[:64]!r} is not a MAC address")
-        report = self.boot_timeline(mac) if self.boot_timeline is not None else None
+        report = self.boot_report.timeline(mac) if self.boot_report is not None else None
         if report is None:
             return send_error(request, 404, f"{mac}: no boot seen since the daemon started "
                                             "(or not among the recent devices)")

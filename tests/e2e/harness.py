@@ -110,7 +110,7 @@ class Qemu:
 
 class BootLab:
     def __init__(self, tmp: Path, image_path: Path, image_name: str, *, boot: dict | None = None,
-                 devices: list[dict] | None = None):
+                 devices: list[dict] | None = None, server: dict | None = None):
         self.tmp = tmp
         self.image_name = image_name
         self.server = self.client = None
@@ -120,6 +120,7 @@ class BootLab:
         self.devices = devices if devices is not None else [
             {"mac": DEVICE_MAC, "hostname": HOSTNAME, "type": "thinclient", "image": image_name}]
         self.boot_section = {"kernel_args": KERNEL_ARGS, **(boot or {})}
+        self.server_extra = server or {}
         self._image_path = image_path
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class BootLab:
         populate(self.tmp / "tftp")
         self.config = write_config(
             self.tmp, {"devices": self.devices},
-            server={"address": SERVER_IP, "state_dir": "../state"},
+            server={"address": SERVER_IP, "state_dir": "../state", **self.server_extra},
             tftp={"enabled": True, "listen": f"{SERVER_IP}:69", "root": "../tftp"},
             nbd={"enabled": True, "listen": f"{SERVER_IP}:10809"},
             http={"enabled": True, "listen": f"{SERVER_IP}:8080"},

@@ -24,6 +24,9 @@ with harness.instrumented("services", "bootserverd.boot.files", "bootserverd.boo
     from bootserverd.boot.files import BootFiles
     from bootserverd.images.diffs import Refused
     from services.http.service import HTTPService, Router
+    from services.http.ui.access import LOOPBACK
+    from services.http.ui.resource import UiResource
+    from bootserverd.boot.report import BootReport
     from services.http.devices import DeviceResource
     from services.http.diffs import DiffResource
     from services.http.files import BootFileResource, FileSender, ImageResource
@@ -66,6 +69,9 @@ class Images:
 
 class Diffs:
     images = Images()
+
+    def status(self):
+        return {"cached_bytes": 0}
 
     def lookup(self, source, target):
         return Refused(404, "no diff in the fuzz world")
@@ -126,18 +132,23 @@ class Request:
         return SimpleNamespace(host=self.client)
 
 
+REPORT = BootReport(Clock().seconds)
+DEVICES = DeviceResource(MODEL, Images(), None, lambda: "http://10.0.0.1:8080", SCRATCH / "reports.json", Clock())
+UI = UiResource(SimpleNamespace(reactor=Clock(), model=MODEL, boot_report=REPORT, images=Images(), diffs=Diffs(),
+                                device_resource=DEVICES),
+                lambda: (LOOPBACK,), lambda: {"services": {}, "directory": {}})
 SERVICE = SimpleNamespace(
     image_resource=ImageResource(Images(), Sender(), lambda name: "released"),
     boot_resource=BootFileResource(BOOT_FILES, Sender()),
     diff_resource=DiffResource(Diffs(), Sender()),
-    device_resource=DeviceResource(MODEL, Images(), None, lambda: "http://10.0.0.1:8080",
-                                   SCRATCH / "reports.json", Clock()),
+    device_resource=DEVICES,
     metrics_resource=SimpleNamespace(render=lambda request: b""),
+    ui_resource=UI,
     status=lambda: {},
-    boot_status=lambda request, text: HTTPService.boot_status(
-        SimpleNamespace(boot_timeline=lambda mac: None), request, text))
+    boot_status=lambda request, text: HTTPService.boot_status(SimpleNamespace(boot_report=REPORT), request, text))
 ROUTER = Router(SERVICE)
-PREFIXES = (b"/tftp/", b"/boot/", b"/ipxe/", b"/images/", b"/diffs/", b"/v1/devices/", b"/",
+PREFIXES = (b"/tftp/", b"/boot/", b"/ipxe/", b"/images/", b"/diffs/", b"/v1/devices/", b"/", b"/ui/",
+            b"/ui/device/", b"/ui/devices?q=",
             b"/status/boot/", b"/tftp/pxelinux.cfg/", b"/tftp/sub/", b"/boot/" + IMAGE.encode() + b"/")
 CLIENTS = ("10.0.0.57", "127.0.0.1", "10.9.0.5", "::1", "?")
 

@@ -19,18 +19,19 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("bootserverd", "bootserverd_client", "services", "ldapsync", "dhcp", "tftp", "nbd")
 
 PURE = (
-    "dhcp.codec", "dhcp.options", "dhcp.machine", "dhcp.leases", "dhcp.sniff",
+    "dhcp.codec", "dhcp.options", "dhcp.machine", "dhcp.leases", "dhcp.sniff", "dhcp.rogue",
     "tftp.codec", "tftp.session", "tftp.admission", "tftp.netascii",
     "nbd.codec", "nbd.handshake", "nbd.transmission", "nbd.admission", "nbd.exports", "nbd.handover",
     "bootserverd.model.objects", "bootserverd.model.snapshot", "bootserverd.model.rollout",
     "bootserverd.model.validate",
-    "bootserverd.boot.report",
+    "bootserverd.boot.report", "bootserverd.boot.stages",
     "bootserverd.ops.ratelimit", "bootserverd.ops.clients", "bootserverd.ops.transfers",
     "ldapsync.mapping", "ldapsync.syncstate", "ldapsync.replication", "ldapsync.syncrepl_conf",
     "services.http.range",
+    "services.http.ui.access", "services.http.ui.view", "services.http.ui.html", "services.http.ui.svg",
 )
 # Modules of the protocol packages that do I/O: the Twisted adapters and their helpers.
-PROTOCOL_IO = {"dhcp.protocol", "dhcp.netif", "dhcp.icmp", "dhcp.journal", "tftp.protocol", "tftp.transfer",
+PROTOCOL_IO = {"dhcp.protocol", "dhcp.netif", "dhcp.icmp", "dhcp.journal", "dhcp.watch", "tftp.protocol", "tftp.transfer",
                "nbd.protocol", "nbd.listener", "nbd.sender"}
 
 BLOCKER = """

@@ -1,0 +1,29 @@
+"""How far a boot got, in the stages a sysadmin reads: DHCP → loader → kernel → NBD root → booted.
+
+Pure: a transfer's service and path say which stage it belongs to. The server sees a boot up
+to the root being attached; "booted" is that root still in use ``booted_after`` seconds later
+(a kernel that cannot start the image gives up well before), see BootReport.
+"""
+
+from __future__ import annotations
+
+import re
+
+STAGES = ("dhcp", "loader", "kernel", "root", "booted")
+LABELS = {"dhcp": "DHCP", "loader": "boot loader", "kernel": "kernel and initrd", "root": "NBD root",
+          "booted": "booted"}
+_RANK = {stage: i for i, stage in enumerate(STAGES)}
+# a kernel or an initrd by its file name, on every path (iPXE/GRUB over HTTP, pxelinux over TFTP)
+_KERNEL_FILE = re.compile(r"(?:^|/)(?:vmlinu[xz]|linux|bzImage|kernel|initrd|initramfs)[^/]*$")
+
+
+def stage_of(kind: str, what: str) -> str:
+    """The stage of one boot event: ``kind`` dhcp | tftp | http | nbd, ``what`` its file or export."""
+    if kind in ("dhcp", "nbd"):
+        return "dhcp" if kind == "dhcp" else "root"
+    return "kernel" if _KERNEL_FILE.search(what) else "loader"
+
+
+def furthest(stages) -> str | None:
+    """The latest of ``stages`` in boot order (None for none)."""
+    return max(stages, key=_RANK.__getitem__, default=None)
