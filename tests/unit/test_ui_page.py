@@ -87,7 +87,7 @@ def test_every_page_escapes_directory_and_client_text():
     inputs = _inputs(inv, report, clock, health)
     rows = view.device_rows(inputs)
     evil_row = next(r for r in rows if r.hostname == EVIL)
-    pages = [html.overview(rows, view.state_counts(rows), view.last_storm(inputs.boots), health, clock.now),
+    pages = [html.overview(rows, view.state_counts(rows), view.last_storm(report.summaries()), health, clock.now),
              html.devices(rows, rows, {"q": EVIL, "school": EVIL}, health, clock.now),
              html.device(evil_row, evil_row.mac, health, clock.now),
              html.images(view.image_rows(inputs, rows), {"x": EVIL}, health, clock.now),
@@ -124,3 +124,27 @@ def test_a_device_without_a_boot_and_an_unknown_page():
     assert row.state == "not seen" and row.image == IMAGE
     assert "No boot seen" in html.device(row, row.mac, HEALTH, 0.0)
     assert "No boot seen" in svg.storm([], 0.0)
+
+
+def test_devices_come_in_pages_that_keep_the_filters():
+    clock = Clock()
+    inv = inventory(1200)
+    report, _ = morning(inv, clock)
+    rows = view.device_rows(_inputs(inv, report, clock))
+    first = html.devices(rows, rows, {"school": "north", "page": 1}, HEALTH, clock.now)
+    assert first.count("<tr data-mac=") == html.PAGE_ROWS and "page 1 of 3" in first
+    assert 'href="/ui/devices?school=north&amp;page=2">next' in first and "previous" not in first
+    last = html.devices(rows, rows, {"page": 99}, HEALTH, clock.now)
+    assert last.count("<tr data-mac=") == 1200 - 2 * html.PAGE_ROWS and "page 3 of 3" in last
+
+
+def test_overview_counts_match_the_device_list():
+    clock = Clock()
+    inv = inventory(100)
+    report, _ = morning(inventory(104), clock)             # 4 boots of MACs the directory lacks
+    inputs = view.PageInputs(clock.now, inv, report.summaries(events=False), [], HEALTH, {})
+    rows = view.device_rows(inputs)
+    counts, stopped = view.summary_rows(inputs, "stopped")
+    assert counts == view.state_counts(rows)
+    assert [r.mac for r in stopped] == sorted((r.mac for r in rows if r.state == "stopped"),
+                                               key=[b["mac"] for b in inputs.boots].index)

@@ -34,6 +34,7 @@ svg .grid{stroke:#eee}svg .fail{font-size:12px;font-weight:bold}
 .bar{display:inline-block;width:8em;height:.8em;background:#e0e0e0;vertical-align:middle}.bar i{display:block;height:100%;background:#5b8fd1}
 pre{background:#fff;border:1px solid #e0e0e0;padding:.5em;overflow-x:auto}
 """
+PAGE_ROWS = 500     # device rows per page: a phone and the reactor both prefer pages
 NAV = (("/", "Overview"), ("/ui/devices", "Devices"), ("/ui/images", "Images"), ("/ui/health", "Health"))
 
 
@@ -109,7 +110,8 @@ def counts_line(counts) -> str:
     return f'<p class="counts">{links}</p>'
 
 
-def overview(rows: list[DeviceRow], counts, storm: list[dict], health: dict, now: float) -> str:
+def overview(stopped: list[DeviceRow], counts, storm: list[dict], health: dict, now: float) -> str:
+    """``stopped``: the devices whose last boot stopped; ``counts``: devices by state."""
     body = [counts_line(counts)]
     if storm:
         roots = [b for b in storm if b["state"] in ("booted", "root attached")]
@@ -121,7 +123,6 @@ def overview(rows: list[DeviceRow], counts, storm: list[dict], health: dict, now
     else:
         body.append("<h2>Last boot storm</h2>")
     body.append(svg.legend() + svg.storm(storm, now))
-    stopped = [r for r in rows if r.state == "stopped"]
     if stopped:
         body.append("<h2>Stopped</h2>" + device_table(stopped[:50], now))
     body.append(services_table(health))
@@ -167,7 +168,17 @@ def devices(rows: list[DeviceRow], shown: list[DeviceRow], filters: dict, health
             + _select("state", "State", STATES, filters.get("state", ""))
             + f'<input type="search" name="q" value="{e(filters.get("q", ""))}" placeholder="MAC, hostname or IP">'
             + '<button>Show</button></form>')
-    body = form + f"<p>{len(shown)} of {len(rows)} devices.</p>" + device_table(shown, now)
+    pages = max(1, -(-len(shown) // PAGE_ROWS))
+    page = min(max(1, filters.get("page") or 1), pages)
+    first = (page - 1) * PAGE_ROWS
+    links = ""
+    if pages > 1:
+        query = {k: v for k, v in filters.items() if v and k != "page"}
+        nav = [f'<a href="/ui/devices?{e(urlencode({**query, "page": n}))}">{label}</a>'
+               for n, label in ((page - 1, "← previous"), (page + 1, "next →")) if 1 <= n <= pages]
+        links = f'<p class="pages">page {page} of {pages} {" ".join(nav)}</p>'
+    body = (form + f"<p>{len(shown)} of {len(rows)} devices.</p>" + links
+            + device_table(shown[first:first + PAGE_ROWS], now) + links)
     return layout("Devices", "/ui/devices", body, banners(health, now))
 
 

@@ -66,16 +66,18 @@ class UiResource:
         if parts not in ([], [""], ["devices"], ["images"]):
             return None
         inputs = self.inputs(now, health)
+        if parts in ([], [""]):
+            counts, stopped = view.summary_rows(inputs, "stopped")
+            storm = self.timelines([b["mac"] for b in view.last_storm(inputs.boots)])
+            return html.overview(stopped, counts, storm, health, now)
         rows = view.device_rows(inputs)
         if parts == ["devices"]:
-            filters = {key: _arg(args, key) for key in ("school", "type", "state", "q")}
+            filters: dict = {key: _arg(args, key) for key in ("school", "type", "state", "q")}
+            filters["page"] = int(_arg(args, "page")) if _arg(args, "page").isdigit() else 1
             shown = view.filter_rows(rows, school=filters["school"], type=filters["type"], state=filters["state"],
                                      search=filters["q"])
             return html.devices(rows, shown, filters, health, now)
-        if parts == ["images"]:
-            return html.images(view.image_rows(inputs, rows), inputs.diffs, health, now)
-        storm = self.timelines([b["mac"] for b in view.last_storm(inputs.boots)])
-        return html.overview(rows, view.state_counts(rows), storm, health, now)
+        return html.images(view.image_rows(inputs, rows), inputs.diffs, health, now)
 
 
 def _arg(args: dict, name: str) -> str:

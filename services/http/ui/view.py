@@ -42,9 +42,13 @@ class DeviceRow:
     @property
     def state(self) -> str:
         """One of STATES."""
-        if self.boot is None:
+        return self.state_of(self.boot)
+
+    @staticmethod
+    def state_of(boot: dict | None) -> str:
+        if boot is None:
             return "not seen"
-        state = self.boot["state"]
+        state = boot["state"]
         if state == "root attached":
             return "attached"
         return "stopped" if state.startswith("stopped") else state
@@ -93,6 +97,26 @@ def filter_rows(rows: list[DeviceRow], *, school: str = "", type: str = "", stat
 
 def state_counts(rows: list[DeviceRow]) -> Counter:
     return Counter(r.state for r in rows)
+
+
+def summary_rows(inputs: PageInputs, wanted: str) -> tuple[Counter, list[DeviceRow]]:
+    """The overview's figures without a row per device: the count of each state over the rows
+    ``device_rows`` would give, and the rows in state ``wanted`` only."""
+    inventory = inputs.inventory
+    counts: Counter = Counter()
+    chosen = []
+    seen = 0
+    for boot in inputs.boots:
+        device = inventory.device(boot["mac"])
+        if device is None and inputs.now - boot["started"] > UNKNOWN_RECENT:
+            continue
+        seen += device is not None
+        state = DeviceRow.state_of(boot)
+        counts[state] += 1
+        if state == wanted:
+            chosen.append(_row(inventory, device, boot["mac"], boot))
+    counts["not seen"] += len(inventory.devices) - seen
+    return counts, chosen
 
 
 def last_storm(boots: list[dict]) -> list[dict]:
