@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import os
 import platform
 import shutil
@@ -33,6 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from tests.support.files import sha256 as sha  # noqa: E402
+from tests.support.procs import end  # noqa: E402
 from tests.support.tftp import Server  # noqa: E402
 
 MiB = 1 << 20
@@ -124,12 +125,7 @@ class Atftpd:
         wait_udp(self.port)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        end(self.proc, 5)
 
 
 def curl(port: int, name: str, out: Path, blksize: int) -> list[str]:
@@ -158,14 +154,6 @@ def timed(cmds: list[list[str]]) -> float:
     if bad:
         raise RuntimeError(f"client failed: {bad[0]}")
     return dt
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while c := f.read(MiB):
-            h.update(c)
-    return h.hexdigest()
 
 
 SCENARIOS = {

@@ -1,5 +1,4 @@
 """The TFTP service against real clients on loopback: curl, atftp, tftp-hpa, busybox, tftpy."""
-import hashlib
 import os
 import shutil
 import subprocess
@@ -7,17 +6,10 @@ import subprocess
 import pytest
 import tftpy
 
+from tests.support.files import sha256 as sha
 from tests.support.tftp import Server
 
 CLIENT_TIMEOUT = 60
-
-
-def sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def run(cmd, **kw):

@@ -2,7 +2,6 @@
 daemon (``python -m bootserverd run``) on a free loopback port, as a child process."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -15,6 +14,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.files import sha256  # noqa: F401  (callers import it from here)
+from tests.support.procs import end
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 # The daemon's interpreter; BOOTSERVERD_TEST_PYTHON runs it on another one (e.g. Debian 12's Twisted 22.4).
@@ -23,14 +25,6 @@ PYTHON = os.environ.get("BOOTSERVERD_TEST_PYTHON") or (
 # Diff-friendly settings (docs/images.md): fixed times, no fragments, zstd.
 MKSQUASHFS = ["-comp", "zstd", "-no-fragments", "-mkfs-time", "0", "-all-time", "0",
               "-noappend", "-quiet", "-no-progress"]
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def make_tree(root: Path, seed: int, files: int = 40, size: int = 64 << 10, kernel_tag: str = "1") -> None:
@@ -157,13 +151,7 @@ inventory: {{source: yaml, file: {self.inventory}, poll_interval: 0.2}}
         return self.log_path.read_text()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end(self.proc)
         self._log.close()
 
 

@@ -12,7 +12,6 @@ PID.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -25,6 +24,9 @@ import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
+
+from tests.support.files import sha256  # noqa: F401  (callers import it from here)
+from tests.support.procs import end
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -56,14 +58,6 @@ def peer_env() -> dict:
     # nbdsh runs "python3" from PATH; it must be Debian's (where python3-libnbd lives).
     env["PATH"] = "/usr/bin:/bin:" + env.get("PATH", "")
     return env
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class DirImages:
@@ -151,13 +145,7 @@ class Server:
         return 0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        end(self.proc, 5)
         self.log.close()
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tests.support.http import free_tcp_port
+from tests.support.procs import end
 
 
 def start_nginx(root: Path, work: Path) -> tuple[subprocess.Popen, int]:
@@ -46,10 +47,4 @@ http {{
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    end(proc)

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.procs import end
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
@@ -105,13 +107,7 @@ class Server:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end(self.proc, 5)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
 

@@ -95,13 +95,9 @@ def filter_rows(rows: list[DeviceRow], *, school: str = "", type: str = "", stat
                  or needle in ((r.boot or {}).get("ip") or ""))]
 
 
-def state_counts(rows: list[DeviceRow]) -> Counter:
-    return Counter(r.state for r in rows)
-
-
 def summary_rows(inputs: PageInputs, wanted: str) -> tuple[Counter, list[DeviceRow]]:
     """The overview's figures without a row per device: the count of each state over the rows
-    ``device_rows`` would give, and the rows in state ``wanted`` only."""
+    ``device_rows`` would give (Counter of their ``state``), and the rows in state ``wanted`` only."""
     inventory = inputs.inventory
     counts: Counter = Counter()
     chosen = []
