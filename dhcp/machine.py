@@ -95,6 +95,7 @@ class Outcome:
     debug: str | Callable[[], str] | None = None  # per-packet detail (callable: built lazily)
     throttle: str | None = None        # events with the same key: at most one line a minute
     probe: "Probe | None" = None       # send an ICMP echo; report with Machine.probe_result
+    renewal: bool = False              # an ACK to a client extending a lease it holds (no new boot)
 
 
 @dataclass(frozen=True)
@@ -445,7 +446,7 @@ class Machine:
         error = plan.error if plan is not None else None
         event = (f"ACK {ip} to {info.mac} ({hostname or '-'}, {dtype}) {where} [{state}]"
                  + (f" boot error: {error}" if error else ""))
-        return Outcome(reply=reply, changes=changes, event=event)
+        return Outcome(reply=reply, changes=changes, event=event, renewal=state in ("RENEWING", "REBINDING"))
 
     def _nak(self, msg, arrival, server_id, info, where, ip, why) -> Outcome:
         if not self.policy.authoritative:

@@ -162,7 +162,7 @@ class DhcpHandler:
                     log.info("{e}{more}", e=outcome.event, more=suffix(hidden))
             if self.on_lease is not None:
                 for lease in outcome.changes:
-                    self.on_lease(lease)
+                    self.on_lease(lease, outcome.renewal)
 
         if outcome.changes:
             self.commit.submit(outcome.changes, send)

@@ -62,7 +62,7 @@ class DHCPService(Service):
         self.resolver = resolver
         self.leasedb_path = Path(leasedb_path)
         self.reactor = reactor or default_reactor
-        self.on_lease = on_lease
+        self.on_lease = on_lease              # (lease, renewal): see BootReport.dhcp_lease
         self.clock = clock
         self.metrics = metrics
         self.ports: list[DhcpPort] = []

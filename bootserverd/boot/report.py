@@ -76,13 +76,17 @@ class BootReport:
         self.mac_by_ip: dict[str, str] = {}
 
     # -- hooks --------------------------------------------------------------------------------
-    def dhcp_lease(self, lease) -> None:
-        """DHCPService(on_lease=): a dhcp.leases.Lease row made durable."""
+    def dhcp_lease(self, lease, renewal: bool = False) -> None:
+        """DHCPService(on_lease=): a dhcp.leases.Lease row made durable; ``renewal``: the
+        client extended a lease it holds (RENEWING/REBINDING), which a running machine does
+        every half lease — not part of a boot."""
         if getattr(lease, "state", None) != "bound":
             return
         now = self.clock()
         mac, ip = lease.mac, str(lease.ip)
         self.mac_by_ip[ip] = mac
+        if renewal:
+            return
         boot = self.boots.get(mac)
         if boot is None or boot.root_attached or now - boot.last > BOOT_GAP:
             if boot is not None and not boot.counted:

@@ -60,3 +60,16 @@ def test_an_unfinished_boot_replaced_by_a_new_one_counts_as_stopped():
     clock.now += 301                                        # quiet past BOOT_GAP, no sweep in between
     _ack(report)
     assert outcomes == ["stopped"]
+
+
+def test_a_running_machine_renewing_its_lease_is_not_a_new_boot():
+    clock, live = Clock(), []
+    report = BootReport(clock, lambda: live, booted_after=5)
+    _ack(report)
+    live.append(LiveSession("10.0.0.5:1000", "img", clock.now + 1, 0))
+    clock.now += 1800                                       # half the lease: the OS renews it
+    report.dhcp_lease(Lease(IPv4Address("10.0.0.5"), b"k", MAC, "pc1", 9e9, "bound"), renewal=True)
+    t = report.timeline(MAC)
+    assert t["state"] == "booted" and [e["kind"] for e in t["events"]] == ["dhcp", "nbd"]
+    clock.now += 120
+    assert report.timeline(MAC)["state"] == "booted"        # not "stopped after: ACK"

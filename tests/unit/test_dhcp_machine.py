@@ -105,7 +105,7 @@ def test_init_reboot_own_lease_ack_and_after_loss():
     m = machine()
     exchange(m)
     out = m.handle(msg(O.REQUEST, opts=((O.REQUESTED_IP, O.ip("10.0.0.100")),)), HERE, 100)
-    assert out.reply.message.msg_type == O.ACK and "[INIT-REBOOT]" in out.event
+    assert out.reply.message.msg_type == O.ACK and "[INIT-REBOOT]" in out.event and not out.renewal
     fresh = machine()  # no record: the address is free in the pool, so it is confirmed
     assert fresh.handle(msg(O.REQUEST, opts=((O.REQUESTED_IP, O.ip("10.0.0.101")),)), HERE, 0) \
         .reply.message.msg_type == O.ACK
@@ -123,9 +123,9 @@ def test_renewing_unicast_and_rebinding():
     r = out.reply
     assert r.message.msg_type == O.ACK and (r.dest, r.port) == (A("10.0.0.100"), 68)
     assert r.message.ciaddr == A("10.0.0.100") and out.changes[0].expiry == 1600
-    assert "[RENEWING]" in out.event
+    assert "[RENEWING]" in out.event and out.renewal
     out = m.handle(msg(O.REQUEST, ciaddr=A("10.0.0.100")), HERE, 700)
-    assert "[REBINDING]" in out.event
+    assert "[REBINDING]" in out.event and out.renewal
     out = m.handle(msg(O.REQUEST, "02:00:00:00:00:56", ciaddr=A("10.0.0.100")), HERE, 700)
     assert out.reply.message.msg_type == O.NAK
 
