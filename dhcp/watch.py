@@ -38,9 +38,13 @@ SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 SIOCGIFHWADDR = 0x8927
 PACKET_OUTGOING = 4
 READ_BATCH = 64                    # frames per doRead, bounded
+SKF_AD_PKTTYPE = 0xFFFFF004        # SKF_AD_OFF (-0x1000) + SKF_AD_PKTTYPE (4): the frame's pkt_type
 # Classic BPF over the IP header (a SOCK_DGRAM packet socket's filter sees no link header):
-# UDP, not a fragment, source port 67, destination port 68; keep the frame, else drop it.
+# not one we send (our own replies stay in the kernel), UDP, not a fragment, source port 67,
+# destination port 68; keep the frame, else drop it.
 FILTER = (
+    (0x20, 0, 0, SKF_AD_PKTTYPE),  # ld pkt_type
+    (0x15, 10, 0, PACKET_OUTGOING),  # jeq OUTGOING: drop
     (0x30, 0, 0, 9),               # ldb [9]                  IP protocol
     (0x15, 0, 8, 17),              # jeq #17 (UDP), else drop
     (0x28, 0, 0, 6),               # ldh [6]                  flags, fragment offset
@@ -194,7 +198,7 @@ class RogueWatch:
             except OSError as e:
                 log.warn("rogue watch socket: {e}", e=e)
                 return
-            if pkttype == PACKET_OUTGOING or ifname not in self._served:
+            if ifname not in self._served:          # the filter already dropped what we send
                 continue
             seen = rogue.sighting(ifname, data, hwaddr[:6])
             if seen is not None:

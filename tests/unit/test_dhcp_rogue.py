@@ -20,7 +20,7 @@ from dhcp import rogue
 from dhcp.codec import decode
 from dhcp.leases import BOUND, LeaseTable, pool_size
 from dhcp.machine import Machine, Policy, Subnet
-from dhcp.watch import FILTER
+from dhcp.watch import FILTER, PACKET_OUTGOING, SKF_AD_PKTTYPE
 from tests.support.dhcp_world import HERE, msg, resolve
 
 A = IPv4Address
@@ -174,13 +174,16 @@ def test_a_server_is_one_row_per_address_and_mac():
 
 
 # -- the kernel filter (dhcp/watch.py FILTER), run here by an interpreter -------------------------
-def run_bpf(program, packet: bytes) -> int:
-    """Classic BPF, the opcodes FILTER uses; out-of-bounds loads drop the packet as the kernel does."""
+def run_bpf(program, packet: bytes, pkttype: int = 0) -> int:
+    """Classic BPF, the opcodes FILTER uses; out-of-bounds loads drop the packet as the kernel does.
+    ``pkttype``: what the kernel's ancillary load of pkt_type gives (0 host, 4 outgoing)."""
     a = x = pc = 0
     for _ in range(64):
         code, jt, jf, k = program[pc]
         pc += 1
-        if code in (0x30, 0x28, 0x48):            # ldb/ldh [k] and ldh [x+k]
+        if code == 0x20 and k == SKF_AD_PKTTYPE:   # ld pkt_type (ancillary)
+            a = pkttype
+        elif code in (0x30, 0x28, 0x48):            # ldb/ldh [k] and ldh [x+k]
             off = k + (x if code == 0x48 else 0)
             size = 1 if code == 0x30 else 2
             if off + size > len(packet):
@@ -203,6 +206,7 @@ def run_bpf(program, packet: bytes) -> int:
 
 def test_the_filter_keeps_exactly_server_replies():
     assert run_bpf(FILTER, reply()) > 0
+    assert run_bpf(FILTER, reply(), pkttype=PACKET_OUTGOING) == 0     # our own replies never leave the kernel
     with_options = bytes(IP(options=b"\x01\x01\x01\x00", src="192.168.1.1") / UDP(sport=67, dport=68)
                          / (b"x" * 300))
     assert run_bpf(FILTER, with_options) > 0                       # IHL 6: ports found
