@@ -29,6 +29,7 @@ from bootserverd.boot.files import BootFiles
 from bootserverd.boot.report import BootReport, LiveSession
 from bootserverd.boot.resolver import BootResolver
 from bootserverd.config import settings as configmod
+from bootserverd.images import signature
 from bootserverd.images.store import ImageStore
 from bootserverd.inventory.source import InventorySource
 from bootserverd.inventory.yaml_source import YamlInventorySource
@@ -130,7 +131,14 @@ class BootServer:
 
     # -- what the feeders deliver --
     def _images_changed(self) -> None:
+        before = self.model.inventory.images
         self.model.update(images={image.name: image for image in self.images.published()})
+        published = [name for name, image in self.model.inventory.images.items() if before.get(name) is not image]
+        if any(not all(self.model.inventory.images[name].kernel_signed.values()) for name in published):
+            exposed = signature.exposures(self.model.inventory)
+            for name in published:     # one line per image published, after the store's own
+                if name in exposed:
+                    log.warn("{line}", line=exposed[name].line(), image=name)
 
     def _records_changed(self, records: InventoryRecords) -> None:
         added, changed, removed = diff_records(self.model.inventory.records, records)

@@ -1,2 +1,2 @@
-"""Images: the live store, the squashfs reader and the diff builder and cache.
-Imports model and ops; never app, services or ldapsync."""
+"""Images: the live store, the squashfs reader, the kernels' Secure Boot signatures (pure) and
+the diff builder and cache. Imports model and ops; never app, services or ldapsync."""

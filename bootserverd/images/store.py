@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from bootserverd.images import squashfs
+from bootserverd.images import signature, squashfs
 from bootserverd_client.fsutil import fsync_dir, sha256_file, write_atomically
 from bootserverd.model.objects import SAFE_IMAGE_NAME, parse_image_name
 
@@ -44,12 +44,15 @@ class Image:
     # every /boot/vmlinuz-<v> with its initrd.img-<v>: version → extracted (kernel, initrd)
     kernels: Mapping[str, tuple[Path, Path]] = field(default_factory=dict, hash=False)
     default_kernel_version: str | None = None   # the version of ``kernel`` when it is one of ``kernels``
+    # each kernel (its version; an unversioned default by its path inside the image) → whether it
+    # has a Secure Boot signature (bootserverd.images.signature: present, not verified)
+    kernel_signed: Mapping[str, bool] = field(default_factory=dict, hash=False)
 
     def summary(self) -> dict:
         return {"name": self.name, "series": self.series, "version": self.version, "arch": self.arch,
                 "size": self.size, "sha256": self.sha256,
                 "kernels": sorted(self.kernels, key=squashfs.version_key),
-                "default_kernel": self.default_kernel_version}
+                "default_kernel": self.default_kernel_version, "kernel_signed": dict(self.kernel_signed)}
 
 
 def file_stamp(st: os.stat_result) -> tuple:
@@ -106,11 +109,25 @@ def index_image(path: Path, stamp: tuple, hashes: HashCache, boot_cache: Path, k
         _extract_into(path, found, wanted, target)
     kernels = MappingProxyType({version: (target / f"vmlinuz-{version}", target / f"initrd.img-{version}")
                                 for version in found.versions})
+    copies = {version: target / f"vmlinuz-{version}" for version in sorted(found.versions, key=squashfs.version_key)}
+    if found.default_version is None:
+        copies[found.default[0]] = target / "vmlinuz"
     series, version, arch = parse_image_name(name)
     return Image(name=name, path=path, size=stamp[2], sha256=sha, series=series, version=version,
                  arch=arch, kernel=target / "vmlinuz", initrd=target / "initrd.img",
                  kernel_source=found.default[0], stamp=stamp, kernels=kernels,
-                 default_kernel_version=found.default_version)
+                 default_kernel_version=found.default_version,
+                 kernel_signed=MappingProxyType({label: has_signature(copy) for label, copy in copies.items()}))
+
+
+def has_signature(kernel: Path) -> bool:
+    """Blocking: whether the extracted kernel has a Secure Boot signature; only its PE headers
+    and certificate table are read (pread), not the whole file again."""
+    fd = os.open(kernel, os.O_RDONLY)
+    try:
+        return signature.inspect(lambda offset, size: os.pread(fd, size, offset)) == signature.SIGNED
+    finally:
+        os.close(fd)
 
 
 def _extract_into(image: Path, found: squashfs.BootKernels, wanted: dict[str, str], target: Path) -> None:

@@ -35,6 +35,9 @@ class Metrics:
                                    "Seconds since the directory replica was last known current", registry=r)
         self.devices = Gauge("bootserverd_devices", "Devices in the model", registry=r)
         self.images = Gauge("bootserverd_images_published", "Published images", registry=r)
+        self.image_kernel_signed = Gauge("bootserverd_image_kernel_signed", "1 if the image's kernel (by "
+                                         "version) has a Secure Boot signature, else 0", ["image", "version"],
+                                         registry=r)
         self.diff_cache_bytes = Gauge("bootserverd_diff_cache_bytes", "Bytes of cached diffs", registry=r)
         self.diff_builds_running = Gauge("bootserverd_diff_builds_running", "Diff builders running", registry=r)
         self.diff_builds_queued = Gauge("bootserverd_diff_builds_queued", "Diff builds waiting", registry=r)

@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 
 from bootserverd import __version__
 from bootserverd.images.diffs import DiffCache, in_window, parse_window
+from bootserverd.images.signature import Exposure, exposures
 from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.transfers import TransferLedger
 from bootserverd.model.objects import normalize_mac
@@ -148,6 +149,8 @@ class HTTPService(Service):
         self._window = parse_window(window) if window else None
         self._prebuild_loop = None
         self._unsubscribe = None
+        self._unscrape = None
+        self._exposed: tuple[object, dict[str, Exposure]] = (None, {})
         self._watch_gauges()
 
     def _prebuild(self) -> None:
@@ -166,6 +169,22 @@ class HTTPService(Service):
         m.watch(m.diff_builds_running, lambda: len(self.diffs.running))
         m.watch(m.diff_builds_queued, lambda: len(self.diffs.queue))
 
+    def _kernel_gauges(self) -> None:
+        """bootserverd_image_kernel_signed of the images published now (before each scrape)."""
+        gauge = self.metrics.image_kernel_signed
+        gauge.clear()
+        for image in self.images.published():
+            for version, signed in image.kernel_signed.items():
+                gauge.labels(image=image.name, version=version).set(1 if signed else 0)
+
+    def kernel_exposures(self) -> dict[str, Exposure]:
+        """Images with a kernel without a Secure Boot signature → the devices that would boot it;
+        computed once per model snapshot (a pass over the devices, only when such an image exists)."""
+        inventory = self.model.inventory
+        if self._exposed[0] is not inventory:
+            self._exposed = (inventory, exposures(inventory))
+        return self._exposed[1]
+
     def release_state(self, name: str) -> str:
         return release_of(self.model.inventory.records.releases, name)
 
@@ -180,8 +199,11 @@ class HTTPService(Service):
 
     def status(self) -> dict:
         inventory = self.model.inventory
+        exposed = self.kernel_exposures()
+        images = [{**image.summary(), "secure_boot_at_risk": exposed[image.name].as_dict()
+                   if image.name in exposed else None} for image in self.images.published()]
         return {"version": __version__, "uptime_seconds": round(time.time() - self.started_at, 1),
-                "images": [image.summary() for image in self.images.published()],
+                "images": images,
                 "devices": len(inventory.devices),
                 "http": self.figures(),
                 "diffs": self.diffs.status(),
@@ -209,6 +231,7 @@ class HTTPService(Service):
         # drop costs the client a 1 s retransmit); nginx uses 511
         self.port = self.reactor.listenTCP(listen.port, self.site, backlog=511, interface=listen.host)
         self.diffs.start()
+        self._unscrape = self.metrics.before_scrape(self._kernel_gauges)
         # a change in the directory or the image set may change what devices need: build ahead
         self._unsubscribe = self.model.subscribe(lambda old, new: self._prebuild())
         self._prebuild_loop = LoopingCall(self._prebuild)
@@ -220,6 +243,10 @@ class HTTPService(Service):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unscrape is not None:
+            self._unscrape()
+            self._unscrape = None
+            self.metrics.image_kernel_signed.clear()
         self.diffs.stop()
         if self._prebuild_loop is not None and self._prebuild_loop.running:
             self._prebuild_loop.stop()

@@ -48,7 +48,7 @@ def render_cost() -> None:
     service = SimpleNamespace(reactor=SimpleNamespace(seconds=clock), model=SimpleNamespace(inventory=inv),
                               boot_report=report, images=SimpleNamespace(published=lambda: [image]),
                               diffs=SimpleNamespace(status=lambda: {"cached_bytes": 0}),
-                              device_resource=SimpleNamespace(reports={}))
+                              device_resource=SimpleNamespace(reports={}), kernel_exposures=dict)
     ui = UiResource(service, lambda: (), lambda: {"services": {}, "directory": {"source": "yaml"}})
     print(f"\n## 1. Render cost, {DEVICES} devices with a boot each (UiResource.page, in process)")
     print(f"  {'page':10} {'median ms':>10} {'p90 ms':>8} {'max ms':>8} {'bytes':>9}")

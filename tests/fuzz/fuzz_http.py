@@ -135,7 +135,7 @@ class Request:
 REPORT = BootReport(Clock().seconds)
 DEVICES = DeviceResource(MODEL, Images(), None, lambda: "http://10.0.0.1:8080", SCRATCH / "reports.json", Clock())
 UI = UiResource(SimpleNamespace(reactor=Clock(), model=MODEL, boot_report=REPORT, images=Images(), diffs=Diffs(),
-                                device_resource=DEVICES),
+                                device_resource=DEVICES, kernel_exposures=dict),
                 lambda: (LOOPBACK,), lambda: {"services": {}, "directory": {}})
 SERVICE = SimpleNamespace(
     image_resource=ImageResource(Images(), Sender(), lambda name: "released"),

@@ -24,7 +24,7 @@ PURE = (
     "nbd.codec", "nbd.handshake", "nbd.transmission", "nbd.admission", "nbd.exports", "nbd.handover",
     "bootserverd.model.objects", "bootserverd.model.snapshot", "bootserverd.model.rollout",
     "bootserverd.model.validate",
-    "bootserverd.boot.report", "bootserverd.boot.stages",
+    "bootserverd.boot.report", "bootserverd.boot.stages", "bootserverd.images.signature",
     "bootserverd.ops.ratelimit", "bootserverd.ops.clients", "bootserverd.ops.transfers",
     "ldapsync.mapping", "ldapsync.syncstate", "ldapsync.replication", "ldapsync.syncrepl_conf",
     "services.http.range",

@@ -6,6 +6,7 @@ from collections import Counter
 from ipaddress import IPv4Network
 from types import MappingProxyType
 
+from bootserverd.images.signature import Exposure
 from bootserverd.model.objects import Defaults, Device, InventoryRecords
 from bootserverd.model.snapshot import Inventory
 from services.http.ui import html, svg, view
@@ -149,3 +150,26 @@ def test_overview_counts_match_the_device_list():
     assert counts == Counter(r.state for r in rows)
     assert [r.mac for r in stopped] == sorted((r.mac for r in rows if r.state == "stopped"),
                                                key=[b["mac"] for b in inputs.boots].index)
+
+
+def test_images_page_says_which_kernels_have_no_signature_and_who_is_at_risk():
+    clock = Clock()
+    inv = inventory(12)
+    report, _ = morning(inv, clock, failing_every=0)
+    exposure = Exposure(IMAGE, ("6.1.0-18-amd64",), ("class1-pc01", EVIL), 12)
+    summary = {"name": IMAGE, "size": 10, "sha256": "ab" * 32, "default_kernel": "6.1.0-18-amd64",
+               "kernel_signed": {"6.1.0-18-amd64": False, EVIL: True}}
+    inputs = view.PageInputs(clock.now, inv, report.summaries(), [summary], HEALTH, {}, exposures={IMAGE: exposure})
+    [row] = view.image_rows(inputs, view.device_rows(inputs))
+    assert row.exposure is exposure and row.default_kernel == "6.1.0-18-amd64"
+    page = html.images([row], {}, HEALTH, clock.now)
+    assert "6.1.0-18-amd64 (default): <b class=\"down\">NO signature</b>" in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;: has a signature" in page and "<script" not in page
+    assert (f'<div class="banner warn unsigned" data-image="{IMAGE}">image {IMAGE}: kernel 6.1.0-18-amd64 has NO '
+            "Secure Boot signature") in page
+    assert "12 devices assigned it, at risk if they boot by UEFI: class1-pc01, &lt;script" in page
+    assert "(+10 more)" in page
+    plain = dict(summary, kernel_signed={"6.1.0-18-amd64": True})
+    inputs = view.PageInputs(clock.now, inv, report.summaries(), [plain], HEALTH, {})
+    page = html.images(view.image_rows(inputs, view.device_rows(inputs)), {}, HEALTH, clock.now)
+    assert "NO signature" not in page and "unsigned" not in page and "has a signature" in page

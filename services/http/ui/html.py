@@ -201,16 +201,26 @@ def device(row: DeviceRow | None, mac: str, health: dict, now: float) -> str:
     return layout(f"Device {row.hostname or row.mac}", "", "".join(body), banners(health, now))
 
 
+def kernels_cell(row: ImageRow) -> str:
+    """Each kernel of the image: whether it has a Secure Boot signature."""
+    return "<br>".join(f'{e(label)}{" (default)" if label == row.default_kernel else ""}: '
+                       + ("has a signature" if signed else '<b class="down">NO signature</b>')
+                       for label, signed in row.kernel_signed.items()) or "-"
+
+
 def images(image_rows: list[ImageRow], diffs: dict, health: dict, now: float) -> str:
     out = ['<div class="scroll"><table id="images"><tr><th>Image</th><th>Release</th><th>Size</th><th>sha256</th>'
-           '<th>Assigned to</th><th>Running on</th><th>Next image for</th></tr>']
+           '<th>Assigned to</th><th>Running on</th><th>Next image for</th><th>Kernels (Secure Boot)</th></tr>']
     for i in image_rows:
-        out.append(f'<tr><td>{e(i.name)}</td><td>{e(i.release)}</td><td>{size(i.size)}</td>'
+        out.append(f'<tr data-image="{e(i.name)}"><td>{e(i.name)}</td><td>{e(i.release)}</td><td>{size(i.size)}</td>'
                    f'<td><code>{e(i.sha256[:12])}</code></td><td>{i.assigned}</td><td>{i.running}</td>'
-                   f'<td>{i.next_for}</td></tr>')
+                   f'<td>{i.next_for}</td><td>{kernels_cell(i)}</td></tr>')
     out.append("</table></div>")
     if not image_rows:
         out.append('<p class="muted">No image is published.</p>')
+    for x in (i.exposure for i in image_rows if i.exposure):
+        out.append(f'<div class="banner warn unsigned" data-image="{e(x.image)}">{e(x.line())}. Fix: install '
+                   "Debian's signed <code>linux-image-amd64</code> in the image.</div>")
     out.append("<h2>Diff cache</h2><table>" + "".join(
         f"<tr><th>{e(k.replace('_', ' '))}</th><td>{size(v) if k.endswith('bytes') else e(v)}</td></tr>"
         for k, v in diffs.items()) + "</table>")

@@ -32,7 +32,8 @@ class UiResource:
             now=now, inventory=svc.model.inventory,
             boots=report.summaries(events=False) if report is not None else [],
             images=[image.summary() for image in svc.images.published()],
-            health=health, diffs=svc.diffs.status(), reports=svc.device_resource.reports)
+            health=health, diffs=svc.diffs.status(), reports=svc.device_resource.reports,
+            exposures=svc.kernel_exposures())
 
     def timelines(self, macs: list[str]) -> list[dict]:
         report = self.service.boot_report

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from bootserverd.images.signature import Exposure
 from bootserverd.model.rollout import choose, release_of
 
 STATES = ("booted", "attached", "in progress", "stopped", "not seen")
@@ -25,6 +26,7 @@ class PageInputs:
     health: dict                      # the app's health(): services, directory
     diffs: dict                       # DiffCache.status()
     reports: Mapping[str, dict] = field(default_factory=dict)   # laptops: mac → {current, wanted, at}
+    exposures: Mapping[str, Exposure] = field(default_factory=dict)   # images with unsigned kernels
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ class ImageRow:
     assigned: int                     # devices that should run it now
     running: int                      # devices whose last boot (or laptop report) used it
     next_for: int                     # devices for which it is the rollout's next image
+    kernel_signed: Mapping[str, bool] = field(default_factory=dict)   # kernel → has a Secure Boot signature
+    default_kernel: str | None = None
+    exposure: Exposure | None = None  # its unsigned kernels and the devices that would boot one
 
 
 def image_rows(inputs: PageInputs, rows: list[DeviceRow]) -> list[ImageRow]:
@@ -146,7 +151,9 @@ def image_rows(inputs: PageInputs, rows: list[DeviceRow]) -> list[ImageRow]:
     running = Counter((inputs.reports.get(r.mac) or {}).get("current") or r.running for r in rows)
     upcoming = Counter(r.next_image for r in rows if r.known)
     return [ImageRow(i["name"], i["size"], release_of(releases, i["name"]), i["sha256"] or "",
-                     assigned[i["name"]], running[i["name"]], upcoming[i["name"]]) for i in inputs.images]
+                     assigned[i["name"]], running[i["name"]], upcoming[i["name"]],
+                     i.get("kernel_signed") or {}, i.get("default_kernel"), inputs.exposures.get(i["name"]))
+            for i in inputs.images]
 
 
 def rogue_servers(health: dict) -> list[dict]:
