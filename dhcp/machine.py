@@ -23,6 +23,8 @@ OFFER_HOLD = 60.0        # an offered address is held this long for the client
 MAX_PROBES = 256         # conflict probes in flight; beyond that DISCOVERs wait for a retry
 PROBE_ATTEMPTS = 3       # addresses probed for one DISCOVER before giving up on it
 DECLINE_HOLD = 600.0     # a declined address is quarantined this long
+# UEFI HTTP Boot firmware sends option 60 "HTTPClient:Arch:xxxxx:UNDI:yyyzzz" (UEFI spec, HTTP Boot).
+HTTP_CLIENT = b"HTTPClient"
 # Options every reply carries when they apply; the rest follow the client's request list.
 ALWAYS = (O.SUBNET_MASK, O.ROUTER, O.DNS, O.DOMAIN, O.BROADCAST, O.HOSTNAME, O.BOOTFILE,
           O.TFTP_SERVER)
@@ -191,7 +193,8 @@ class ClientInfo:
     key: bytes
     arch: int | None
     ipxe: bool
-    pxe: bool
+    pxe: bool           # a network-boot client (PXE, iPXE or UEFI HTTP Boot)
+    http: bool = False  # UEFI HTTP Boot firmware: wants a URL and "HTTPClient" back, no TFTP
 
 
 def client_info(msg: Message, match_client_id: bool = True) -> ClientInfo:
@@ -199,8 +202,13 @@ def client_info(msg: Message, match_client_id: bool = True) -> ClientInfo:
     vendor = msg.get(O.VENDOR_CLASS) or b""
     ipxe = b"iPXE" in O.user_classes(msg.get(O.USER_CLASS)) or msg.get(O.IPXE_ENCAP) is not None
     key = msg.client_key if match_client_id else bytes((msg.htype,)) + msg.chaddr
+    http = vendor.startswith(HTTP_CLIENT)
     return ClientInfo(msg.mac, key, arches[0] if arches else None, ipxe,
-                      vendor.startswith(b"PXEClient") or bool(arches))
+                      vendor.startswith(b"PXEClient") or http or bool(arches), http)
+
+
+def _is_url(bootfile: str) -> bool:
+    return bootfile.startswith(("http://", "https://"))
 
 
 class Machine:
@@ -521,16 +529,25 @@ class Machine:
             return Outcome(debug=f"PXE: {info.mac} not served")
         server_id = self._server_id(arrival, None)
         at_4011 = arrival.port == PXE_PORT
-        options = [(O.MESSAGE_TYPE, O.u8(O.ACK if at_4011 else O.OFFER)),
-                   (O.SERVER_ID, O.ip(server_id)),
-                   (O.VENDOR_CLASS, b"PXEClient"),
-                   # PXE discovery control 8: boot the file in this reply, no menu/discovery.
-                   (O.VENDOR_SPECIFIC, O.encode_suboptions([(6, b"\x08")]) + b"\xff")]
         next_server = _address(plan.next_server) if plan and plan.next_server else server_id
         bootfile = (plan.bootfile if plan else "") or ""
-        if bootfile:
-            options.append((O.BOOTFILE, O.text(bootfile)))
-        options.append((O.TFTP_SERVER, O.text(str(next_server))))
+        options = [(O.MESSAGE_TYPE, O.u8(O.ACK if at_4011 else O.OFFER)),
+                   (O.SERVER_ID, O.ip(server_id))]
+        if info.http:
+            # EDK2 takes a proxy offer (yiaddr 0) with "HTTPClient" and an http:// URL as its
+            # boot URI beside the address server's offer (HttpOfferTypeProxyIpUri); an
+            # "HTTPClient" offer without a URL is dropped. No PXE options: they are for PXE.
+            if not _is_url(bootfile):
+                return Outcome(debug=f"proxy: HTTP boot client {info.mac} has no boot URL "
+                                     f"({plan.error if plan and plan.error else 'none'})")
+            options += [(O.VENDOR_CLASS, HTTP_CLIENT), (O.BOOTFILE, O.text(bootfile))]
+        else:
+            options += [(O.VENDOR_CLASS, b"PXEClient"),
+                        # PXE discovery control 8: boot the file in this reply, no menu/discovery.
+                        (O.VENDOR_SPECIFIC, O.encode_suboptions([(6, b"\x08")]) + b"\xff")]
+            if bootfile:
+                options.append((O.BOOTFILE, O.text(bootfile)))
+            options.append((O.TFTP_SERVER, O.text(str(next_server))))
         for code in (O.CLIENT_UUID, O.RELAY_AGENT):
             if msg.get(code) is not None:
                 options.append((code, msg.get(code)))
@@ -545,7 +562,8 @@ class Machine:
         else:
             dest, port = BROADCAST, CLIENT_PORT
         return Outcome(reply=Reply(reply, payload, dest, port, arrival.interface),
-                       debug=f"PXE {'ACK' if at_4011 else 'proxy OFFER'} {bootfile!r} to {info.mac}")
+                       debug=f"{'HTTP boot' if info.http else 'PXE'} {'ACK' if at_4011 else 'proxy OFFER'} "
+                             f"{bootfile!r} to {info.mac}")
 
     # -- building replies ----------------------------------------------------------------
     def _reply(self, msg, kind, arrival, subnet, server_id, info, plan, ip) -> Reply:
@@ -559,6 +577,14 @@ class Machine:
         if bootfile:
             available[O.BOOTFILE] = O.text(bootfile)
             available[O.TFTP_SERVER] = _address_text(next_server)
+        http = info.http and _is_url(bootfile)
+        if http:
+            # UEFI HTTP Boot (EDK2 HttpBootDxe): only an offer whose option 60 starts with
+            # "HTTPClient" is an HTTP offer whose URL (67 / file) is booted; without it the
+            # firmware waits for a proxy offer that never comes and gives up after ~60 s.
+            # The URL names the server: no option 66.
+            available[O.VENDOR_CLASS] = HTTP_CLIENT
+            del available[O.TFTP_SERVER]
         # No option 60 "PXEClient" here: with it a PXE ROM may go on to boot-server
         # discovery on :4011, which only proxy mode serves. file/66/67 suffice.
         if info.ipxe:
@@ -578,6 +604,8 @@ class Machine:
         order += [c for c in ALWAYS if c in available and c not in order]
         if info.ipxe and O.IPXE_ENCAP not in order:
             order.append(O.IPXE_ENCAP)
+        if http and O.VENDOR_CLASS not in order:
+            order.append(O.VENDOR_CLASS)
         options = tuple(head) + tuple((c, available[c]) for c in order)
         reply = Message(op=BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype,
                         flags=msg.flags, ciaddr=msg.ciaddr if kind == O.ACK else ZERO,

@@ -7,6 +7,7 @@ from typing import Callable
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from bootserverd.boot.stages import optional_file
 from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.ratelimit import LogThrottle, suffix
 from bootserverd.ops.transfers import Transfer, TransferLedger
@@ -100,8 +101,11 @@ class TFTPService(Service):
             if hidden is None:
                 return
             more = suffix(hidden)
-        quiet = r.ok or r.size is None or r.kind == "probe"
-        (log.info if quiet else log.warn)("{line}{more}", line=r.line(), more=more, record=r)
+        if r.kind == "probe" or (r.size is None and optional_file(r.filename)):
+            emit = log.debug        # routine on every UEFI boot: EDK2's tsize query, shim's and GRUB's probes
+        else:
+            emit = log.info if r.ok or r.size is None else log.warn
+        emit("{line}{more}", line=r.line(), more=more, record=r)
 
     @property
     def active_transfers(self) -> int:

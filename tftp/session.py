@@ -98,13 +98,13 @@ class TransferRecord:
     def kind(self) -> str:
         """The outcome in one word (a metrics label): done | refused | probe | aborted |
         stalled | failed. A probe: UEFI (EDK2) asks for tsize, then ends with error 8 before
-        downloading for real, which is no failure a sysadmin should chase."""
+        downloading for real (GRUB: error 0 "closed"), which is no failure a sysadmin should chase."""
         o = self.outcome
         if self.ok:
             return "done"
         if self.size is None or o.startswith("option refused"):
             return "refused"
-        if o.startswith("client refused the options"):
+        if o.startswith(("client refused the options", "client closed after the options")):
             return "probe"
         if o.startswith("client"):
             return "aborted"
@@ -283,8 +283,12 @@ class ReadSession:
         if isinstance(p, codec.Ack):
             return self.on_ack(p.block, now)
         if isinstance(p, codec.Error):
-            what = "refused the options" if (self.state == _WAIT_OACK and p.code == codec.E_OPTION) \
-                else "aborted"
+            what = "aborted"
+            if self.state == _WAIT_OACK:    # EDK2 reads tsize, ends with error 8; GRUB opens a file and closes it
+                if p.code == codec.E_OPTION:
+                    what = "refused the options"
+                elif p.code == codec.E_UNDEFINED and p.message == "closed":
+                    what = "closed after the options"
             return self._finish(False, f"client {what}: error {p.code} {p.message!r}")
         kind = type(p).__name__.upper()
         return self._fail(codec.E_ILLEGAL, f"illegal operation: {kind} on a read transfer",

@@ -28,18 +28,21 @@ KERNEL_WARNINGS_MAX = 10000       # remembered (MAC, image, version) warnings; f
 class Firmware:
     name: str            # bios | efi32 | efi64 | arm64
     http_boot: bool = False
+    ipxe: str = ""       # the iPXE build UEFI HTTP Boot gets when the configured loader is not iPXE
 
 
-# DHCP option 93 (RFC 4578 + IANA "Processor Architecture Types").
+# DHCP option 93 (RFC 4578 + IANA "Processor Architecture Types"). Of the UEFI HTTP Boot
+# types, those with a loader class here: 15, 16, 19; the others (17 EBC, 18 ARM32, 20 BIOS,
+# 23/24 U-Boot, 26/28/30 RISC-V, 38/40 LoongArch) are answered as unsupported.
 ARCHITECTURES: dict[int, Firmware] = {
     0: Firmware("bios"),
     6: Firmware("efi32"),
     7: Firmware("efi64"),
     9: Firmware("efi64"),
     11: Firmware("arm64"),
-    15: Firmware("efi32", http_boot=True),
-    16: Firmware("efi64", http_boot=True),
-    19: Firmware("arm64", http_boot=True),
+    15: Firmware("efi32", http_boot=True, ipxe="ipxe-i386.efi"),
+    16: Firmware("efi64", http_boot=True, ipxe="ipxe.efi"),
+    19: Firmware("arm64", http_boot=True, ipxe="ipxe-arm64.efi"),
 }
 
 
@@ -70,6 +73,11 @@ _IPXE_LOADER = re.compile(r"ipxe|\.kk?pxe$|snp(only)?\.efi$|\.lkrn$", re.IGNOREC
 def is_ipxe_loader(path: str) -> bool:
     """undionly.kpxe, ipxe.efi, snponly.efi...: a loader that is iPXE itself."""
     return bool(_IPXE_LOADER.search(path.rsplit("/", 1)[-1]))
+
+
+def is_signed_chain(path: str) -> bool:
+    """shimx64.efi, shimaa64.efi: the Secure Boot chain's first stage (shim, then GRUB)."""
+    return path.rsplit("/", 1)[-1].lower().startswith("shim")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 .,:;()/_@+=-]")
@@ -158,7 +166,9 @@ class BootResolver:
         if firmware is None:
             return BootPlan(bootfile="", error=f"unsupported client architecture {arch}", **plan)
         loader = getattr(self.config.boot.loaders, firmware.name)
-        if ipxe and (is_ipxe_loader(loader) or firmware.http_boot):
+        # An iPXE client is already running code the firmware let through: the signed chain
+        # (for firmware that refuses iPXE) would only step back to GRUB and TFTP kernels.
+        if ipxe and (is_ipxe_loader(loader) or is_signed_chain(loader) or firmware.http_boot):
             script = f"ipxe/{mac.replace(':', '-')}.ipxe" if mac else "ipxe/default.ipxe"
             base = self.http_base()
             return BootPlan(bootfile=f"{base}/{script}" if base else script, error=None, **plan)
@@ -170,7 +180,15 @@ class BootResolver:
             base = self.http_base()
             if base is None:
                 return BootPlan(bootfile="", error="HTTP boot needs http.enabled", **plan)
-            return BootPlan(bootfile=f"{base}/tftp/{loader}", error=None, **plan)
+            # Of Debian's loaders only iPXE boots on from UEFI HTTP Boot (tests/e2e/test_http_boot.py):
+            # GRUB 2.06 (grubnetx64, also behind shim) takes its prefix from the boot URL,
+            # (http,server:port)/grub, has no http module and stops at grub> without a request
+            # (a GRUB with http asks for /grub/grub.cfg at the HTTP root, not served);
+            # syslinux.efi finds no root device. With Secure Boot on, the firmware refuses iPXE
+            # ("Access Denied") and goes on to its next boot entry (PXE, where shim → GRUB
+            # works), where shim over HTTP would wait at grub> for ever.
+            first = loader if is_ipxe_loader(loader) else firmware.ipxe
+            return BootPlan(bootfile=f"{base}/tftp/{first}", error=None, **plan)
         return BootPlan(bootfile=loader, error=None, **plan)
 
     # -- configs --
@@ -247,24 +265,48 @@ class BootResolver:
                 out.append(fill(fmt, "identify"))
         for entry in entries:
             values = dict(label=entry.label, title=entry.title, message=entry.message, image=entry.image or "")
+            section = entry.kind
             if entry.kind == "linux":
                 kernel, initrd = self._kernel_urls(fmt, entry.image, device, mac)
                 values.update(kernel=kernel, initrd=initrd, cmdline=self.cmdline(entry.image, device))
-            out.append(fill(fmt, entry.kind, **values))
+                http = self._grub_http_urls(entry.image, device, mac) if fmt == "grub.cfg" else None
+                if http and "linux_http" in self.templates.sections[fmt]:
+                    section = "linux_http"
+                    values.update(kernel_http=http[0], initrd_http=http[1])
+            out.append(fill(fmt, section, **values))
         return "".join(out).encode()
 
     def _kernel_urls(self, fmt: str, image: str, device: Device | None = None,
                      mac: str | None = None) -> tuple[str, str]:
+        """Where the loader reading config ``fmt`` fetches kernel and initrd: over HTTP where
+        it can (iPXE; lpxelinux.0 as the BIOS loader), else by TFTP path."""
         version = self.kernel_version(image, device, mac)
         suffix = f"-{version}" if version else ""
+        base = self.http_base()
         if fmt == "ipxe":
-            base = self.http_base()
             prefix = f"{base}/boot/{image}" if base else f"tftp://{self.address}/images/{image}"
         elif fmt == "grub.cfg":
             prefix = f"/images/{image}"
+        elif base and self.pxelinux_speaks_http():
+            prefix = f"{base}/boot/{image}"
         else:
             prefix = f"images/{image}"
         return f"{prefix}/vmlinuz{suffix}", f"{prefix}/initrd.img{suffix}"
+
+    def _grub_http_urls(self, image: str, device: Device | None, mac: str | None) -> tuple[str, str] | None:
+        """GRUB's own device syntax for our HTTP service, tried before TFTP; None where GRUB
+        reads TFTP only (boot.grub_http false: Debian's signed GRUB, or HTTP off)."""
+        if not self.config.boot.grub_http or self.http_base() is None:
+            return None
+        version = self.kernel_version(image, device, mac)
+        suffix = f"-{version}" if version else ""
+        prefix = f"(http,{self.address}:{self.config.http.listen.port})/boot/{image}"
+        return f"{prefix}/vmlinuz{suffix}", f"{prefix}/initrd.img{suffix}"
+
+    def pxelinux_speaks_http(self) -> bool:
+        """lpxelinux.0 (not pxelinux.0) fetches http:// URLs; both read the same pxelinux.cfg,
+        so the configured BIOS loader decides."""
+        return self.config.boot.loaders.bios.rsplit("/", 1)[-1] == "lpxelinux.0"
 
     def kernel_version(self, image_name: str, device: Device | None, mac: str | None = None) -> str | None:
         """The (inherited) kernel version to boot when ``image_name`` has it; None = its default.

@@ -17,6 +17,18 @@ _RANK = {stage: i for i, stage in enumerate(STAGES)}
 _KERNEL_FILE = re.compile(r"(?:^|/)(?:vmlinu[xz]|linux|bzImage|kernel|initrd|initramfs)[^/]*$")
 
 
+# Files boot loaders ask for on every boot and go on without: shim's revocation and
+# certificate updates, GRUB's module lists and modules (Debian's signed GRUB has its modules
+# built in), its fonts and translations. A miss is routine, not an event.
+_OPTIONAL_FILE = re.compile(
+    r"(?:^|/)(?:revocations_\w+\.efi|shim_certificate\w*\.efi|[\w-]+\.(?:lst|mod|mo|pf2)|grubenv)$")
+
+
+def optional_file(path: str) -> bool:
+    """A file a loader probes for and does without (its miss is logged at debug level)."""
+    return bool(_OPTIONAL_FILE.search(path))
+
+
 def stage_of(kind: str, what: str) -> str:
     """The stage of one boot event: ``kind`` dhcp | tftp | http | nbd, ``what`` its file or export."""
     if kind in ("dhcp", "nbd"):

@@ -212,10 +212,11 @@ class DhcpConfig:
 
 @dataclass(frozen=True)
 class LoadersConfig:
-    """First-stage boot loader per firmware class (TFTP paths below tftp.root)."""
+    """First-stage boot loader per firmware class (TFTP paths below tftp.root). UEFI x64 gets
+    the signed chain (shim → GRUB, both signed), which boots with Secure Boot on or off."""
     bios: str = "undionly.kpxe"
     efi32: str = "ipxe-i386.efi"
-    efi64: str = "ipxe.efi"
+    efi64: str = "shimx64.efi"
     arm64: str = "ipxe-arm64.efi"
 
 
@@ -226,6 +227,10 @@ class BootConfig:
     kernel_args: str = ""
     menu_timeout: int = field(default=5, metadata={"min": 0, "max": 3600})
     templates: Path | None = None
+    # The site's GRUB has the http module (Ubuntu's signed GRUB, or one from grub-mkimage):
+    # grub.cfg then fetches kernels over HTTP, TFTP if that fails. Debian's signed GRUB has
+    # only tftp, and a failed HTTP try shows an error line on screen, so this is off by default.
+    grub_http: bool = False
 
 
 @dataclass(frozen=True)

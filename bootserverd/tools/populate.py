@@ -39,7 +39,12 @@ LOADERS = (
            "syslinux.efi core module (needed)"),
     Loader("grubnetx64.efi", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grub-efi-amd64-signed",
            "UEFI x64: GRUB netboot image (prefix /grub: reads /grub/grub.cfg)"),
-    Loader("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed", "shim-signed", "UEFI Secure Boot first stage"),
+    Loader("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed", "shim-signed",
+           "UEFI x64 Secure Boot first stage (signed by Microsoft's UEFI CA): loads grubx64.efi beside it"),
+    Loader("grubx64.efi", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grub-efi-amd64-signed",
+           "the GRUB netboot image under the name shim loads (signed by Debian)"),
+    Loader("mmx64.efi", "/usr/lib/shim/mmx64.efi.signed", "shim-signed",
+           "MokManager: what shim shows when a loader's signature is refused"),
 )
 
 

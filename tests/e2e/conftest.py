@@ -24,3 +24,11 @@ def pytest_collection_modifyitems(config, items):
 def tiny():
     from tests.e2e.build_image import tiny_image
     return tiny_image()
+
+
+@pytest.fixture
+def lab(tmp_path, tiny, request):
+    """The boot lab serving the tiny image; ``request.param`` (indirect parametrize) is the boot section."""
+    from tests.e2e.harness import BootLab
+    with BootLab(tmp_path, tiny.path, tiny.name, boot=getattr(request, "param", None)) as lab:
+        yield lab

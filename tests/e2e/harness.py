@@ -32,6 +32,9 @@ DEVICE_MAC = "52:54:00:e2:e2:01"
 HOSTNAME = "e2e-pc1"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot enforced, Microsoft's keys enrolled (Debian's ovmf): what a PC leaves the factory with
+OVMF_CODE_SB = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
+OVMF_VARS_SB = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 KERNEL_ARGS = "console=ttyS0,115200 panic=-1"
 
 
@@ -197,13 +200,17 @@ class BootLab:
                 "-nodefaults", "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
                 "-no-reboot", "-boot", "n",
                 "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]
-        if firmware == "uefi":
+        if firmware in ("uefi", "uefi-sb"):
+            secure = firmware == "uefi-sb"
             vars_copy = self.tmp / f"OVMF_VARS.{len(self.guests)}.fd"
-            shutil.copyfile(OVMF_VARS, vars_copy)
-            argv += ["-machine", "q35",
-                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            shutil.copyfile(OVMF_VARS_SB if secure else OVMF_VARS, vars_copy)
+            if secure:     # the SB firmware needs SMM and a write-protected varstore flash
+                argv += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+            else:
+                argv += ["-machine", "q35"]
+            argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SB if secure else OVMF_CODE}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-                     # the firmware's own PXE (no iPXE option ROM): arch 7 → ipxe.efi over TFTP
+                     # the firmware's own PXE (no iPXE option ROM): arch 7 → the efi64 loader over TFTP
                      "-device", f"{nic},netdev=n0,mac={mac},romfile="]
         else:
             argv += ["-machine", "pc", "-device", f"{nic},netdev=n0,mac={mac}"]

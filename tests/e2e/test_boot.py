@@ -9,16 +9,9 @@ import re
 import pytest
 
 from tests.e2e.build_image import MARKER, VERSION
-from tests.e2e.harness import DEVICE_MAC, HOSTNAME, BootLab
+from tests.e2e.harness import DEVICE_MAC, HOSTNAME
 
 EXPECTED = f"{MARKER} hostname={HOSTNAME} version={VERSION}"
-
-
-@pytest.fixture
-def lab(tmp_path, tiny, request):
-    boot = getattr(request, "param", None)
-    with BootLab(tmp_path, tiny.path, tiny.name, boot=boot) as lab:
-        yield lab
 
 
 def _booted(lab, **kw):
@@ -54,6 +47,17 @@ def test_bios_pxelinux_over_tftp(lab, tiny):
     assert "GET /boot/" not in log
 
 
+@pytest.mark.parametrize("lab", [{"loaders": {"bios": "lpxelinux.0"}}], indirect=True)
+def test_bios_lpxelinux_kernel_and_initrd_over_http(lab, tiny):
+    """lpxelinux.0: the loader and its config over TFTP, kernel and initrd over HTTP."""
+    result, log = _booted(lab, firmware="bios")
+    for name in ("lpxelinux.0", "ldlinux.c32", "pxelinux.cfg/01-52-54-00-e2-e2-01"):
+        assert re.search(rf"TFTP 10\.47\.0\.\d+:\d+ '{re.escape(name)}' .*: ok", log), name
+    assert f"GET /boot/{tiny.name}/vmlinuz 200" in log and f"GET /boot/{tiny.name}/initrd.img 200" in log, log
+    assert not re.search(r"TFTP .*'images/", log), log
+
+
+@pytest.mark.parametrize("lab", [{"loaders": {"efi64": "ipxe.efi"}}], indirect=True)
 def test_uefi_ovmf_pxe_then_ipxe_efi_over_http(lab, tiny):
     result, log = _booted(lab, firmware="uefi")
     assert re.search(r"TFTP 10\.47\.0\.\d+:\d+ 'ipxe\.efi' .*: ok", log), log

@@ -38,3 +38,19 @@ def test_debian_image_boots_with_its_own_initramfs_to_multi_user(tmp_path, image
         acks = set(re.findall(r"ACK (10\.47\.0\.\d+) to " + re.escape(DEVICE_MAC), log))
         assert len(acks) == 1, log
         print(f"debian image: marker after {result.seconds:.1f} s")
+
+
+def test_debian_image_boots_through_the_signed_chain_with_secure_boot_on(tmp_path, image):
+    """Secure Boot enforced (OVMF with Microsoft's keys): shim → Debian's signed GRUB → the
+    image's own signed kernel (linux-image-amd64) → Debian's initramfs → NBD root → multi-user."""
+    with BootLab(tmp_path, image.path, image.name) as lab:
+        result = lab.boot(timeout=400, firmware="uefi-sb", memory=1024, markers=(MARKER,), failures=FAILURES)
+        assert result.marker is not None and EXPECTED in result.marker, lab.explain(result)
+        console = "\n".join(result.console)
+        assert "Secure boot enabled" in console, lab.explain(result)
+        log = lab.daemon.log()
+        fetched = re.findall(r"TFTP 10\.47\.0\.\d+:\d+ '([^']+)' .*: ok", log)
+        assert fetched[:2] == ["shimx64.efi", "grubx64.efi"], log
+        assert f"/images/{image.name}/vmlinuz" in fetched and f"/images/{image.name}/initrd.img" in fetched, log
+        assert re.search(rf"NBD 10\.47\.0\.\d+:\d+ connected to export '{re.escape(image.name)}'", log), log
+        print(f"debian image, secure boot: marker after {result.seconds:.1f} s")

@@ -83,7 +83,7 @@ def test_a_device_added_centrally_gets_its_dhcp_reservation_within_2_s(tmp_path,
                                                           bootserverdDeviceType="fatclient"))
         took = h.pump.until(lambda: h.resolver.resolve(mac, 0, False).known)
         plan = h.resolver.resolve(mac, 7, False)
-        assert (plan.reserved_ip, plan.hostname, plan.bootfile) == ("10.1.2.7", "pc-7", "ipxe.efi")
+        assert (plan.reserved_ip, plan.hostname, plan.bootfile) == ("10.1.2.7", "pc-7", "shimx64.efi")
         assert took < 2.0
         pair.central.replace(f"cn=pc-7,{BASE}", {"ipHostNumber": "10.1.2.8"})
         h.pump.until(lambda: h.resolver.resolve(mac, 0, False).reserved_ip == "10.1.2.8")

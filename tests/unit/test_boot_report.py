@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+import pytest
+
 from bootserverd.boot.report import BOOT_GAP, BootReport, LiveSession
-from bootserverd.boot.stages import stage_of
+from bootserverd.boot.stages import optional_file, stage_of
 from dhcp.leases import Lease
 from tests.support.classroom import Clock
 
@@ -73,3 +75,12 @@ def test_a_running_machine_renewing_its_lease_is_not_a_new_boot():
     assert t["state"] == "booted" and [e["kind"] for e in t["events"]] == ["dhcp", "nbd"]
     clock.now += 120
     assert report.timeline(MAC)["state"] == "booted"        # not "stopped after: ACK"
+
+
+@pytest.mark.parametrize("path,optional", [
+    ("revocations_sku.efi", True), ("revocations_sbat.efi", True), ("shim_certificate_0.efi", True),
+    ("/grub/x86_64-efi/command.lst", True), ("/grub/x86_64-efi/http.mod", True), ("/grub/grubenv", True),
+    ("grubx64.efi", False), ("shimx64.efi", False), ("/grub/grub.cfg", False),
+    ("/images/x/vmlinuz", False), ("pxelinux.cfg/default", False)])
+def test_loader_probes_are_optional_files(path, optional):
+    assert optional_file(path) is optional

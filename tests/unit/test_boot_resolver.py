@@ -33,8 +33,8 @@ def make_resolver(**config_changes) -> BootResolver:
     return BootResolver(config, model)
 
 
-@pytest.mark.parametrize("arch,loader", [(0, "undionly.kpxe"), (6, "ipxe-i386.efi"), (7, "ipxe.efi"),
-                                         (9, "ipxe.efi"), (11, "ipxe-arm64.efi"), (None, "undionly.kpxe")])
+@pytest.mark.parametrize("arch,loader", [(0, "undionly.kpxe"), (6, "ipxe-i386.efi"), (7, "shimx64.efi"),
+                                         (9, "shimx64.efi"), (11, "ipxe-arm64.efi"), (None, "undionly.kpxe")])
 def test_first_stage_loader_by_option_93(arch, loader):
     plan = make_resolver().resolve(KNOWN, arch, ipxe=False)
     assert plan.bootfile == loader
@@ -87,6 +87,36 @@ def test_ipxe_script_fetches_kernel_over_http():
     assert "goto netboot\n" in text and "choose" not in text
     tftp_only = make_resolver(http=HttpConfig(enabled=False)).render("ipxe", KNOWN, "x").decode()
     assert f"kernel tftp://10.0.0.1/images/{IMAGE}/vmlinuz" in tftp_only
+
+
+def test_lpxelinux_fetches_kernel_over_http_pxelinux_by_tftp():
+    loaders = lambda bios: BootConfig(loaders=dataclasses.replace(BootConfig().loaders, bios=bios))
+    text = make_resolver(boot=loaders("lpxelinux.0")).render("pxelinux.cfg", KNOWN, "x").decode()
+    assert f"KERNEL http://10.0.0.1:8080/boot/{IMAGE}/vmlinuz" in text
+    assert f"INITRD http://10.0.0.1:8080/boot/{IMAGE}/initrd.img" in text
+    plain = make_resolver(boot=loaders("pxelinux.0")).render("pxelinux.cfg", KNOWN, "x").decode()
+    assert f"KERNEL images/{IMAGE}/vmlinuz" in plain          # pxelinux.0 has no HTTP
+    no_http = make_resolver(boot=loaders("lpxelinux.0"), http=HttpConfig(enabled=False))
+    assert f"KERNEL images/{IMAGE}/vmlinuz" in no_http.render("pxelinux.cfg", KNOWN, "x").decode()
+
+
+def test_grub_reads_tftp_or_with_grub_http_tries_http_first():
+    text = make_resolver().render("grub.cfg", KNOWN, "x").decode()
+    assert "(http," not in text and f"linux /images/{IMAGE}/vmlinuz root=/dev/nbd0" in text
+    http_grub = make_resolver(boot=BootConfig(grub_http=True))
+    text = http_grub.render("grub.cfg", KNOWN, "x").decode()
+    http = f"(http,10.0.0.1:8080)/boot/{IMAGE}"
+    assert f"if linux {http}/vmlinuz root=/dev/nbd0" in text and f"initrd {http}/initrd.img" in text
+    assert f"linux /images/{IMAGE}/vmlinuz root=/dev/nbd0" in text and f"initrd /images/{IMAGE}/initrd.img" in text
+    no_http = make_resolver(boot=BootConfig(grub_http=True), http=HttpConfig(enabled=False))
+    assert "(http," not in no_http.render("grub.cfg", KNOWN, "x").decode()
+
+
+def test_ipxe_client_skips_the_signed_chain():
+    """A client running iPXE got past the firmware already: it gets the HTTP script, not shim."""
+    plan = make_resolver().resolve(KNOWN, 7, ipxe=True)
+    assert plan.bootfile == "http://10.0.0.1:8080/ipxe/52-54-00-00-00-01.ipxe"
+    assert make_resolver().resolve(KNOWN, 7, ipxe=False).bootfile == "shimx64.efi"
 
 
 def test_dualboot_adds_local_boot_and_device_args():

@@ -123,6 +123,7 @@ def finished(outcome, ok=False, size=10):
     (TransferRecord.refused(A, Request(codec.RRQ, "nope", "octet"), "file not found"), "refused"),
     (finished("option refused: blksize='x' is not a number"), "refused"),
     (finished("client refused the options: error 8 'tsize'"), "probe"),
+    (finished("client closed after the options: error 0 'closed'"), "probe"),
     (finished("client aborted: error 0 'bye'"), "aborted"),
     (finished("client sent DATA"), "aborted"),
     (finished("timeout after 5 retransmissions"), "stalled"),

@@ -91,6 +91,18 @@ def test_client_refusing_oack_with_error_8():
     assert fin.ok is False and "refused the options" in fin.outcome
 
 
+def test_grub_closing_after_the_oack_is_a_probe_an_error_later_is_an_abort():
+    s = session(10, ("blksize", "1024"), ("tsize", "0"))
+    s.start(0)
+    (fin,) = s.on_packet(Error(0, "closed"), 0.5)      # GRUB: open, read the size, close
+    assert fin.outcome == "client closed after the options: error 0 'closed'"
+    s = session(3000, ("blksize", "1024"))
+    s.start(0)
+    s.on_ack(0, 0.1)
+    (fin,) = s.on_packet(Error(0, "closed"), 0.5)
+    assert fin.outcome.startswith("client aborted")
+
+
 def test_loss_of_data_resends_with_backoff_then_gives_up():
     s = session(1500)   # blocks 1, 2 full, 3 final
     s.start(0)
