@@ -284,11 +284,10 @@ class ReadSession:
             return self.on_ack(p.block, now)
         if isinstance(p, codec.Error):
             what = "aborted"
-            if self.state == _WAIT_OACK:    # EDK2 reads tsize, ends with error 8; GRUB opens a file and closes it
-                if p.code == codec.E_OPTION:
-                    what = "refused the options"
-                elif p.code == codec.E_UNDEFINED and p.message == "closed":
-                    what = "closed after the options"
+            if self.state == _WAIT_OACK and p.code == codec.E_OPTION:
+                what = "refused the options"        # EDK2 reads tsize, then ends with error 8
+            elif self.acked == 0 and p.code == codec.E_UNDEFINED and p.message == "closed":
+                what = "closed after the options"   # GRUB opens a file for its size, reads a block, closes it
             return self._finish(False, f"client {what}: error {p.code} {p.message!r}")
         kind = type(p).__name__.upper()
         return self._fail(codec.E_ILLEGAL, f"illegal operation: {kind} on a read transfer",

@@ -9,14 +9,26 @@ hundreds. Here:
   end of the previous response on a keep-alive connection) until its headers and body are
   complete; a client that has not managed by then is cut.
 Refusals and cuts are logged at most once a minute per address and kind, with a count.
+A keep-alive connection that stays idle after its responses were all acknowledged ends with a
+reset, not a FIN: GRUB opens every connection from the same ports (21550, 21551, …) on every
+boot and then jumps into the kernel without closing, so a graceful close would leave a
+socket the PC's next boot runs into (its SYN meets an old connection: "connection timeout").
 """
 
 from __future__ import annotations
 
+import array
+import fcntl
+import socket
+import struct
+import termios
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from bootserverd.ops.clients import ClientCounts
 from bootserverd.ops.ratelimit import LogThrottle, suffix
@@ -78,11 +90,32 @@ def _pending_output(transport) -> bool:
     return bool(getattr(transport, "_tempDataBuffer", None)) or len(data) > getattr(transport, "offset", 0)
 
 
+def _unacknowledged(transport) -> int | None:
+    """Bytes in the kernel's send queue not yet acknowledged by the peer (SIOCOUTQ); None if unknown."""
+    try:
+        queued = array.array("i", [0])
+        fcntl.ioctl(transport.getHandle().fileno(), termios.TIOCOUTQ, queued)
+        return queued[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _reset(transport) -> None:
+    """Close with RST (SO_LINGER 0): the socket is gone at once, no FIN_WAIT left behind. Only
+    for a connection with nothing left to send: abortConnection skips the shutdown() that a
+    loseConnection does (which would send a FIN whatever the linger)."""
+    transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abortConnection()
+
+
+@implementer(IHalfCloseableProtocol)
 class LimitedChannel(HTTPChannel):
     header_timeout = 15.0
     client_host = "?"
     _deadline = None
     _gone = False
+    _responses = 0               # finished on this connection
+    _since_response = 0          # request bytes received since the last one finished
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -101,8 +134,14 @@ class LimitedChannel(HTTPChannel):
         self._disarm()                       # a whole request: from here the transfer's own limits apply
         super().allContentReceived()
 
+    def dataReceived(self, data: bytes) -> None:
+        self._since_response += len(data)
+        super().dataReceived(data)
+
     def requestDone(self, request) -> None:
         super().requestDone(request)
+        self._responses += 1
+        self._since_response = 0
         if not self._gone:
             self._arm()                      # the next request on this connection gets its own deadline
 
@@ -113,12 +152,31 @@ class LimitedChannel(HTTPChannel):
         if _pending_output(self.transport):
             self._arm()                      # still delivering a response: the idle timeout's business
             return
+        if self._responses and not self._since_response:
+            self._end()                      # keep-alive that nobody used again: not a cut
+            return
         self.site.cut += 1
         self.site.limits_log.note(self.client_host, "header-timeout",
                                   f"no complete request within {self.header_timeout:g} s; connection cut")
         # not abortConnection: a response sent with sendfile may still sit in the kernel's
         # socket buffer, and a reset would throw it away; a close lets the kernel deliver it
         self.transport.loseConnection()
+
+    def _end(self) -> None:
+        """End a connection with nothing in flight: by reset once the peer has acknowledged
+        every byte (GRUB is gone into the kernel and will never answer a FIN), else closed."""
+        idle = not self._handlingRequest and not _pending_output(self.transport)
+        if idle and _unacknowledged(self.transport) == 0:
+            _reset(self.transport)
+        else:
+            self.transport.loseConnection()  # after what is being sent
+
+    def readConnectionLost(self) -> None:
+        """The client closed its side (GRUB does after each file, then boots): the end."""
+        self._end()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def connectionLost(self, reason) -> None:
         self._gone = True

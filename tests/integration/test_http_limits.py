@@ -4,6 +4,7 @@ are cut after header_timeout, a response still being delivered is not, and the c
 over the cap gets a 429 that curl reports."""
 import http.client
 import socket
+import subprocess
 import time
 
 import pytest
@@ -50,6 +51,58 @@ def test_keep_alive_requests_then_idle_cut(d):
     assert waited is not None and 0.3 < waited + 0.5 < 2.0, waited
     assert time.monotonic() - began < 3
     conn.close()
+
+
+def test_idle_keep_alive_ends_with_a_reset_leaving_no_socket(d):
+    """GRUB reuses its source ports (21550, ...) on every boot and never closes: the server's
+    end of a used, idle keep-alive connection must be gone, not in FIN_WAIT, when it ends."""
+    s = socket.create_connection(("127.0.0.1", d.port))
+    port = s.getsockname()[1]
+    s.sendall(b"GET /images/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(5)
+    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    s.settimeout(5)
+    with pytest.raises(ConnectionResetError):
+        while s.recv(65536):
+            pass
+    assert _server_sockets(d, port) == ""               # the server's socket is gone at once
+    s.close()
+    assert "no complete request" not in d.log()         # an ordinary end is not logged as a cut
+
+
+def _server_sockets(d, client_port: int) -> str:
+    return subprocess.run(["ss", "-Htan", f"( sport = :{d.port} and dport = :{client_port} )"],
+                          capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def test_client_closing_after_its_response_leaves_no_socket(d):
+    """GRUB closes each file's connection (FIN) and boots: the server must not wait in LAST_ACK
+    for an ACK that never comes, or the PC's next boot (same ports) times out."""
+    s = socket.create_connection(("127.0.0.1", d.port))
+    s.sendall(b"GET /images/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(5)
+    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    s.shutdown(socket.SHUT_WR)
+    with pytest.raises(ConnectionResetError):
+        while s.recv(65536):
+            pass
+    assert _server_sockets(d, s.getsockname()[1]) == ""
+    s.close()
+
+
+def test_client_half_closing_before_the_response_still_gets_it(d):
+    s = socket.create_connection(("127.0.0.1", d.port))
+    s.sendall(f"GET /images/{IMAGE}.img HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    s.shutdown(socket.SHUT_WR)                          # like `nc -N`: request sent, then EOF
+    s.settimeout(10)
+    data = b""
+    while chunk := s.recv(1 << 20):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(next(l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")).split(b":")[1])
+    assert len(body) == length
+    s.close()
 
 
 def test_stalled_request_is_cut(d):

@@ -98,8 +98,14 @@ def test_grub_closing_after_the_oack_is_a_probe_an_error_later_is_an_abort():
     assert fin.outcome == "client closed after the options: error 0 'closed'"
     s = session(3000, ("blksize", "1024"))
     s.start(0)
+    s.on_ack(0, 0.1)                                   # GRUB acks the OACK, gets block 1, closes
+    (fin,) = s.on_packet(Error(0, "closed"), 0.2)
+    assert fin.outcome.startswith("client closed after the options")
+    s = session(3000, ("blksize", "1024"))
+    s.start(0)
     s.on_ack(0, 0.1)
-    (fin,) = s.on_packet(Error(0, "closed"), 0.5)
+    s.on_ack(1, 0.2)
+    (fin,) = s.on_packet(Error(0, "closed"), 0.5)     # after data: a real abort
     assert fin.outcome.startswith("client aborted")
 
 
