@@ -108,6 +108,12 @@ def _reset(transport) -> None:
     transport.abortConnection()
 
 
+# An idle keep-alive connection ends this long after its last response (Apache's default
+# KeepAliveTimeout): a PC rebooting through GRUB or lpxelinux reuses the ports of its last
+# boot (both pick them from a fixed start), and must not meet that boot's connection.
+KEEPALIVE = 5.0
+
+
 @implementer(IHalfCloseableProtocol)
 class LimitedChannel(HTTPChannel):
     header_timeout = 15.0
@@ -116,14 +122,16 @@ class LimitedChannel(HTTPChannel):
     _gone = False
     _responses = 0               # finished on this connection
     _since_response = 0          # request bytes received since the last one finished
+    _response_at = 0.0           # when the last one finished
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._arm()
 
-    def _arm(self) -> None:
+    def _arm(self, seconds: float | None = None) -> None:
         self._disarm()
-        self._deadline = self.site.clock.callLater(self.header_timeout, self._expired)
+        self._deadline = self.site.clock.callLater(self.header_timeout if seconds is None else seconds,
+                                                   self._expired)
 
     def _disarm(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -142,8 +150,9 @@ class LimitedChannel(HTTPChannel):
         super().requestDone(request)
         self._responses += 1
         self._since_response = 0
+        self._response_at = self.site.clock.seconds()
         if not self._gone:
-            self._arm()                      # the next request on this connection gets its own deadline
+            self._arm(min(KEEPALIVE, self.header_timeout))   # the keep-alive wait, then the next request's deadline
 
     def _expired(self) -> None:
         self._deadline = None
@@ -154,6 +163,10 @@ class LimitedChannel(HTTPChannel):
             return
         if self._responses and not self._since_response:
             self._end()                      # keep-alive that nobody used again: not a cut
+            return
+        left = self._response_at + self.header_timeout - self.site.clock.seconds() if self._responses else 0
+        if left > 0:
+            self._arm(left)                  # a next request has begun: its deadline runs from the last response
             return
         self.site.cut += 1
         self.site.limits_log.note(self.client_host, "header-timeout",
