@@ -26,8 +26,10 @@ class ExportInfo:
 class OpenExport(ExportInfo):
     """An export's file held open for one connection's lifetime: a newer version published
     or the file deleted meanwhile changes nothing for this reader. ``size`` is the size of
-    the file as opened."""
+    the file as opened; ``file`` its identity ("<st_dev>-<st_ino>"), by which a restarted
+    daemon finds it in the fd store."""
     fd: int = field(kw_only=True)
+    file: str = field(default="", kw_only=True)
 
 
 class Catalog(Protocol):

@@ -27,7 +27,13 @@ def open_export(info: ExportInfo, path) -> OpenExport | None:
         log.warn("NBD cannot open image {name!r} ({path}): {error}", name=info.name, path=str(path),
                  error=e.strerror)
         return None
-    return OpenExport(info.name, os.fstat(fd).st_size, info.description, fd=fd)
+    st = os.fstat(fd)
+    return OpenExport(info.name, st.st_size, info.description, fd=fd, file=file_id(st))
+
+
+def file_id(st: os.stat_result) -> str:
+    """An open file's identity: one image file is one id, however many times it is opened."""
+    return f"{st.st_dev}-{st.st_ino}"
 
 
 def _ignore(_value) -> None:

@@ -5,11 +5,12 @@ so a new image is exportable at once and nothing is ever reloaded: the service s
 to nothing. It counts into the daemon's metrics (open connections, payload bytes, finished
 sessions by outcome) and tells the app its live sessions and its status.
 
-Under systemd (FileDescriptorStoreMax=) connections outlive the process: the listening socket
-and each connection in transmission (its socket, its export's file, its ``SessionState``) are
-kept in the service's fd store; a stop for a restart (``keep_connections``) stops reading,
-lets queued answers reach the sockets, adds each connection's ``Handover`` and exits without
-closing them; the next start adopts the listener and the connections. Clients see a pause.
+Under systemd (FileDescriptorStoreMax=) connections outlive the process: the listening socket,
+each connection in transmission (its socket and its ``SessionState``) and, once, each image
+file they read are kept in the service's fd store; a stop for a restart (``keep_connections``)
+stops reading, lets queued answers reach the sockets, adds each connection's ``Handover`` and
+exits without closing them; the next start adopts the listener and the connections. Clients see
+a pause.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.transfers import Transfer, TransferLedger
 from nbd.admission import Admission
 from nbd.exports import ExportCatalog, Images, OpenExport
-from nbd.handover import BadState, Handover, Resumed, SessionState, decode, group_name, is_connection_group
-from nbd.listener import NBDFactory, open_export
+from nbd.handover import (BadState, Handover, KeptFiles, Resumed, SessionState, decode, file_group, group_name,
+                          is_connection_group, is_file_group)
+from nbd.listener import NBDFactory, file_id, open_export
 from nbd.protocol import NBDServerProtocol
 from nbd.transmission import SessionRecord
 
@@ -69,6 +71,7 @@ class NBDService(Service):
         self.fd_store = sdnotify.available()
         self.inherited = dict(inherited or {})
         self.keep_connections = False    # set by the app when the process stops (not on SIGHUP)
+        self.files = KeptFiles()
         self._serial = 0
         self.port = None
         self._counted = 0                # payload bytes already added to the metrics counter
@@ -170,13 +173,23 @@ class NBDService(Service):
         return port
 
     def _attached(self, p: NBDServerProtocol) -> None:
-        """A connection entered transmission: keep its socket, export file and state in the store."""
+        """A connection entered transmission: keep it (and its image file) in the store."""
         if not self.fd_store:
             return
         self._serial += 1
-        name = group_name(self._serial, os.getpid())
+        self._keep(group_name(self._serial, os.getpid()), p)
+
+    def _keep(self, name: str, p: NBDServerProtocol) -> None:
+        """Store ``p`` as ``name``: its socket and state, and its image file unless another kept
+        connection's is there. ``p.fd_group`` is set when kept: then it holds a read of the file."""
+        file = p.export.file
+        if self.files.hold(file) and not sdnotify.store_fds(file_group(file), [p.export.fd]):
+            self.files.release(file)
+            return
         if self._store(name, p, p.session_state()):
             p.fd_group = name
+        elif self.files.release(file):
+            sdnotify.remove_fds(file_group(file))
 
     @staticmethod
     def _store(name: str, p: NBDServerProtocol, state: SessionState, handover: Handover | None = None) -> bool:
@@ -185,7 +198,7 @@ class NBDService(Service):
             memfds.append(_memfd(state.encode()))
             if handover is not None:
                 memfds.append(_memfd(handover.encode()))
-            return sdnotify.store_fds(name, [p.transport.fileno(), p.export.fd, *memfds])
+            return sdnotify.store_fds(name, [p.transport.fileno(), *memfds])
         except OSError as e:     # memfd_create refused (a seccomp filter): served on, not kept
             log.warn("NBD {client}: cannot keep the connection for a restart: {error}", client=p.client,
                      error=e.strerror)
@@ -197,26 +210,46 @@ class NBDService(Service):
     def _closed(self, p: NBDServerProtocol) -> None:
         if p.fd_group is not None:
             sdnotify.remove_fds(p.fd_group)   # else the store's copy keeps the client connected
+            if self.files.release(p.export.file):
+                sdnotify.remove_fds(file_group(p.export.file))
 
     def _adopt_connections(self) -> None:
+        files: dict[str, int] = {}            # the image files kept, by identity
+        for name in [n for n in self.inherited if is_file_group(n)]:
+            for fd in self.inherited.pop(name):
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and file_id(st) not in files:
+                    files[file_id(st)] = fd
+                    self.files.inherited(file_id(st))
+                else:
+                    os.close(fd)
         adopted = 0
         for name in list(self.inherited):
             fds = self.inherited.pop(name)
-            if is_connection_group(name) and self._adopt(name, fds):
-                adopted += 1
+            if not is_connection_group(name):
+                for fd in fds:
+                    os.close(fd)
+                sdnotify.remove_fds(name)
                 continue
-            for fd in fds:
-                os.close(fd)
-            sdnotify.remove_fds(name)
+            try:
+                adopted += self._adopt(name, fds, files)   # owns fds from here: closes what it does not keep
+            except Exception:                               # one bad entry must not stop the start
+                log.failure("NBD stored connection {name} not resumed", name=name)
+                sdnotify.remove_fds(name)
+        for fd in files.values():
+            os.close(fd)                       # each connection has its own dup; the store keeps the file
+        for file in self.files.prune():
+            sdnotify.remove_fds(file_group(file))
         if adopted:
             log.info("NBD resumed {n} connections kept across the restart", n=adopted)
 
-    def _adopt(self, name: str, fds: list[int]) -> bool:
-        """One stored connection back in the reactor, or False (its fds are then closed)."""
+    def _adopt(self, name: str, fds: list[int], files: dict[str, int]) -> bool:
+        """One stored connection back in the reactor, or False (its fds are then closed). Its image
+        file is the one kept apart (``files``), or in its own group if an older version stored it."""
         sock = export_fd = state = handover = None
         for fd in fds:
             mode = os.fstat(fd).st_mode
-            if stat.S_ISSOCK(mode):
+            if stat.S_ISSOCK(mode) and sock is None:
                 sock = socket.socket(fileno=fd)
             elif _is_memfd(fd):
                 try:
@@ -231,19 +264,23 @@ class NBDService(Service):
                 export_fd = fd
             else:
                 os.close(fd)
+        sdnotify.remove_fds(name)                # a stale handover must not outlive this process
+        if export_fd is None and state is not None and state.file in files:
+            export_fd = os.dup(files[state.file])
         try:
             host, port = sock.getpeername()[:2] if sock is not None else (None, None)
         except OSError:
-            host = None                          # the client left while we were away
-        sdnotify.remove_fds(name)                # a stale handover must not outlive this process
+            host = None                          # the client left while we were away (a reset)
         if host is None or export_fd is None or state is None:
-            for leftover in (sock, export_fd):
-                if isinstance(leftover, socket.socket):
-                    leftover.close()
-                elif leftover is not None:
-                    os.close(leftover)
+            log.info("NBD stored connection {name} not resumed: {why}", name=name,
+                     why="the client is gone" if sock is not None and host is None else "incomplete in the store")
+            if sock is not None:
+                sock.close()
+            if export_fd is not None:
+                os.close(export_fd)
             return False
-        export = OpenExport(state.export, os.fstat(export_fd).st_size, state.description, fd=export_fd)
+        st = os.fstat(export_fd)
+        export = OpenExport(state.export, st.st_size, state.description, fd=export_fd, file=file_id(st))
         p = NBDServerProtocol(self.factory, host, port, Resumed(export, state, handover, name))
         self.factory.add(p)
         sock.setblocking(False)
@@ -251,10 +288,9 @@ class NBDService(Service):
             self.reactor.adoptStreamConnection(sock.fileno(), sock.family, _Adopted(p))
         finally:
             sock.close()
+        p.fd_group = None                        # kept again below, under this process's name
         self._serial += 1
-        p.fd_group = group_name(self._serial, os.getpid())
-        if not self._store(p.fd_group, p, state):
-            p.fd_group = None
+        self._keep(group_name(self._serial, os.getpid()), p)
         return True
 
     def _hand_over(self) -> defer.Deferred:

@@ -13,7 +13,11 @@ writable root. A unit wanted by multi-user.target prints
 
     BOOTSERVERD-E2E-MARKER hostname=<DHCP option 12> version=<from /etc/image-version> multi-user=active
 
-on the serial console. The squashfs uses docs/images.md's settings. The cache entry is keyed
+on the serial console. With ``bootserverd.e2e_reader=1`` on the kernel line (and only then) a
+second unit reads files of the squashfs root without end, caches dropped each round, and prints
+``E2E-READER ok <round> <bytes> longest_read_ms=<ms>`` about twice a second and
+``E2E-READER error <what>`` on a failed read (tests/e2e/test_debian_restart.py restarts the
+server under it). The squashfs uses docs/images.md's settings. The cache entry is keyed
 by this file's recipe, the minbase tarball, the package versions apt would install and the
 bootserverd-client package's inputs (debs.client_key); it is built in a temporary directory
 next to it and renamed into place.
@@ -94,6 +98,59 @@ WantedBy=multi-user.target
 """
 
 
+READER = "E2E-READER"
+# Rounds of ~0.5 s: drop every cache, then cat the next files of /usr (a rotating list) until
+# the round's time is up. A round's line says the reading goes on; a pause in the lines (and
+# longest_read_ms) is a stall of the root device. The kernel's own lines about the root device
+# (nbd, squashfs, block I/O errors) are copied with an E2E-KERNEL prefix: the console shows only
+# the more severe ones (nbd's "Possible stuck request" is info). Bounded: 20000 rounds or 2 hours.
+READER_SCRIPT = f"""\
+#!/bin/bash
+exec > /dev/console 2>&1
+dmesg --follow-new 2>/dev/null | grep --line-buffered -iE 'nbd|squashfs|I/O error|blk_update' \\
+    | sed -u 's/^/E2E-KERNEL /' &
+mapfile -t files < <(find /usr -xdev -type f -size +3k -printf '%s %p\\n' 2>/dev/null)
+count=${{#files[@]}}
+[ "$count" -gt 0 ] || {{ echo "{READER} error no files under /usr"; exit 1; }}
+round=0 next=0 bytes=0
+while [ "$round" -lt 20000 ] && [ "$SECONDS" -lt 7200 ]; do
+    echo 3 > /proc/sys/vm/drop_caches || echo "{READER} error drop_caches"
+    began=${{EPOCHREALTIME/./}} longest=0 files_read=0
+    while [ "$files_read" -lt 1000 ]; do
+        files_read=$(( files_read + 1 ))
+        entry=${{files[next]}} next=$(( (next + 1) % count ))
+        t0=${{EPOCHREALTIME/./}}
+        cat -- "${{entry#* }}" > /dev/null
+        rc=$? t1=${{EPOCHREALTIME/./}}
+        if [ "$rc" -ne 0 ]; then
+            echo "{READER} error cat ${{entry#* }} exit $rc"
+        else
+            bytes=$(( bytes + ${{entry%% *}} ))
+        fi
+        [ $(( t1 - t0 )) -gt "$longest" ] && longest=$(( t1 - t0 ))
+        [ $(( t1 - began )) -ge 500000 ] && break
+    done
+    round=$(( round + 1 ))
+    echo "{READER} ok $round $bytes longest_read_ms=$(( longest / 1000 ))"
+done
+echo "{READER} done $round $bytes"
+"""
+# Inert unless the kernel line asks for it: every other boot of the image is unchanged.
+READER_UNIT = """\
+[Unit]
+Description=bootserverd end-to-end reader of the NBD root (bootserverd.e2e_reader=1 only)
+ConditionKernelCommandLine=bootserverd.e2e_reader=1
+DefaultDependencies=no
+After=multi-user.target bootserverd-e2e-marker.service
+
+[Service]
+ExecStart=/usr/local/sbin/bootserverd-e2e-reader
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 @dataclass(frozen=True)
 class DebianImage:
     path: Path
@@ -109,7 +166,8 @@ def _key() -> str:
     base = minbase_tarball()
     st = base.stat()
     # the recipe, not the whole file: a new failure pattern must not cost a rebuild
-    recipe = [PACKAGES, SOURCES, MKSQUASHFS, INITRAMFS_CONF, IN_INITRD, MARKER_SCRIPT, MARKER_UNIT, VERSION,
+    recipe = [PACKAGES, SOURCES, MKSQUASHFS, INITRAMFS_CONF, IN_INITRD, MARKER_SCRIPT, MARKER_UNIT, READER_SCRIPT,
+              READER_UNIT, VERSION,
               *(inspect.getsource(f) for f in (_build, _prepare, _finish, _check_initrd))]
     # JSON, not repr: the memo hands back lists where a fresh answer has tuples
     text = json.dumps([versions, st.st_size, st.st_mtime_ns, debs.client_key(), recipe])
@@ -147,7 +205,8 @@ def _build(target: Path) -> None:
             _in_root(root, "apt-get -o DPkg::Lock::Timeout=600 update -qq && "
                            "apt-get install -y -qq --no-install-recommends " + " ".join(PACKAGES) +
                            f" /tmp/{client.name} && rm /tmp/{client.name}")
-            _in_root(root, "systemctl enable bootserverd-e2e-marker.service && systemctl mask systemd-firstboot.service"
+            _in_root(root, "systemctl enable bootserverd-e2e-marker.service bootserverd-e2e-reader.service"
+                           " && systemctl mask systemd-firstboot.service"
                            " && apt-get clean")
             _check_initrd(root)
         _finish(root)
@@ -175,6 +234,8 @@ def _prepare(root: Path) -> None:
     _write(root / "etc/initramfs-tools/conf.d/bootserverd", INITRAMFS_CONF)
     _write(root / "usr/local/sbin/bootserverd-e2e-marker", MARKER_SCRIPT, 0o755)
     _write(root / "etc/systemd/system/bootserverd-e2e-marker.service", MARKER_UNIT)
+    _write(root / "usr/local/sbin/bootserverd-e2e-reader", READER_SCRIPT, 0o755)
+    _write(root / "etc/systemd/system/bootserverd-e2e-reader.service", READER_UNIT)
 
 
 def _check_initrd(root: Path) -> None:

@@ -3,6 +3,9 @@ client namespace, bootserverd alone in the server namespace serving DHCP, TFTP, 
 and qemu (TCG) PXE-booting from the tap. Everything is deleted on close; every wait is bounded.
 
     client ns:  qemu ── tap ── br ── veth ═══ veth (10.47.0.1/24) :server ns (bootserverd, RA)
+
+``BootLab(..., supervised=True)`` runs bootserverd the way systemd runs its unit (Type=notify, fd
+store: tests/support/supervisor.py), so a test can restart it under a running guest.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from tests.support.config import write_config  # noqa: E402
 from tests.support.daemon import Daemon  # noqa: E402
 from tests.support.netns import Netns, veth  # noqa: E402
+from tests.support.supervisor import Supervisor  # noqa: E402
 
 SERVER_IP = "10.47.0.1"
 NETWORK = "10.47.0.0/24"
@@ -38,16 +42,23 @@ OVMF_VARS_SB = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 KERNEL_ARGS = "console=ttyS0,115200 panic=-1"
 
 
+def _daemon_argv(ns: Netns, config: Path) -> list[str]:
+    return ns.cmd([sys.executable, "-m", "bootserverd", "run", "--config", str(config)])
+
+
+def _daemon_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BOOTSERVERD_ALLOW_ROOT": "1"}
+    env.pop("JOURNAL_STREAM", None)
+    return env
+
+
 class NsDaemon(Daemon):
     """tests/support/daemon.Daemon, started inside a namespace (`ip netns exec` execs, so the
     Popen PID is the daemon's own and SIGTERM reaches it)."""
 
     def __init__(self, ns: Netns, config: Path):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "BOOTSERVERD_ALLOW_ROOT": "1"}
-        env.pop("JOURNAL_STREAM", None)
-        self.proc = subprocess.Popen(ns.cmd([sys.executable, "-m", "bootserverd", "run", "--config",
-                                             str(config)]), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(_daemon_argv(ns, config), cwd=REPO, env=_daemon_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self._queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -62,6 +73,70 @@ class NsDaemon(Daemon):
             if line is None:
                 return "\n".join(self.lines)
             self.lines.append(line)
+
+
+class SupervisedDaemon(NsDaemon):
+    """NsDaemon under tests/support/supervisor.Supervisor, which speaks systemd 252's notify and
+    fd-store protocol: NBD connections outlive ``restart``. The exec chain (supervisor's handout
+    shell, `ip netns exec`) keeps the PID, so the daemon is the main PID and gets LISTEN_FDS; the
+    notify socket is a file, reachable from the namespace. Every process writes to one log file,
+    followed here line by line so that ``wait_for`` and ``log`` work as for NsDaemon."""
+
+    FOLLOW_HOURS = 4          # bound of the follower thread (ended by stop() long before)
+
+    def __init__(self, ns: Netns, config: Path, log_path: Path):
+        log_path.touch()
+        self.supervisor = Supervisor(_daemon_argv(ns, config), env=_daemon_env(), cwd=REPO,
+                                     log_path=log_path, fd_store_max=4096)
+        self.lines = []
+        self._queue = queue.Queue()
+        self._stopped = threading.Event()
+        self._code: int | None = None
+        threading.Thread(target=self._follow, args=(log_path,), daemon=True).start()
+        try:
+            self.supervisor.start(timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _follow(self, path: Path) -> None:
+        deadline = time.monotonic() + self.FOLLOW_HOURS * 3600
+        partial = b""
+        with open(path, "rb") as log:
+            while time.monotonic() < deadline:
+                stopped = self._stopped.is_set()      # read once more after the stop
+                chunk = log.read()
+                *lines, partial = (partial + chunk).split(b"\n")
+                for line in lines:
+                    self._queue.put(line.decode("utf-8", "replace"))
+                if stopped:
+                    break
+                if not chunk:
+                    time.sleep(0.05)
+        self._queue.put(None)
+
+    def restart(self, sig: int = signal.SIGTERM, pause: float = 0.0) -> float:
+        """Stop with ``sig`` (the fd store stays, as under `systemctl restart` or Restart=), wait
+        ``pause`` s (RestartSec=), start again; seconds from the signal to the new READY=1."""
+        began = time.monotonic()
+        self.supervisor.stop(sig, timeout=10)
+        time.sleep(pause)
+        spawned = time.monotonic()
+        return spawned - began + self.supervisor.start(timeout=60)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """`systemctl stop`: SIGTERM, then the store is closed (the clients' connections with it)."""
+        if not self._stopped.is_set():
+            try:
+                if self.supervisor.pid is not None:
+                    self._code = self.supervisor.stop(signal.SIGTERM, timeout)
+            finally:
+                self.supervisor.close()
+                self._stopped.set()
+        return self._code
+
+    def signal(self, signum: int) -> None:    # last: the name hides the module in the class body
+        os.kill(self.supervisor.pid, signum)
 
 
 @dataclass
@@ -79,12 +154,15 @@ class Qemu:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         self.console: list[str] = []
+        self.stamped: list[tuple[float, str]] = []    # (monotonic arrival, line): every line, as it came
         self._queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
         for raw in self.proc.stdout:
-            self._queue.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.stamped.append((time.monotonic(), line))
+            self._queue.put(line)
         self._queue.put(None)
 
     def wait_for(self, markers: tuple[str, ...], timeout: float, echo=None) -> tuple[str | None, str | None]:
@@ -113,8 +191,9 @@ class Qemu:
 
 class BootLab:
     def __init__(self, tmp: Path, image_path: Path, image_name: str, *, boot: dict | None = None,
-                 devices: list[dict] | None = None, server: dict | None = None):
+                 devices: list[dict] | None = None, server: dict | None = None, supervised: bool = False):
         self.tmp = tmp
+        self.supervised = supervised
         self.image_name = image_name
         self.server = self.client = None
         self.daemon: NsDaemon | None = None
@@ -169,7 +248,10 @@ class BootLab:
             dhcp={"enabled": True, "interfaces": [SERVER_IF],
                   "subnets": [{"network": NETWORK, "pool": "10.47.0.100-10.47.0.150", "lease_time": 3600}]},
             boot=self.boot_section)
-        self.daemon = NsDaemon(self.server, self.config)
+        if self.supervised:
+            self.daemon = SupervisedDaemon(self.server, self.config, self.tmp / "daemon.log")
+        else:
+            self.daemon = NsDaemon(self.server, self.config)
         self.daemon.wait_for("bootserverd started", timeout=30)
         self.daemon.wait_for(f"{self.image_name}", timeout=30)    # the image is published
         self.ra = self.server.popen([sys.executable, str(Path(__file__).with_name("ra.py")), SERVER_IF, "900"],

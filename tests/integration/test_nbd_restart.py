@@ -9,9 +9,12 @@ Restart=): the client sees a pause, never an error, on the same connection.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -144,3 +147,73 @@ def test_a_client_that_ends_is_gone_from_the_store_and_a_stop_ends_the_rest(serv
     sup.wait_for(lambda: any(n.startswith("nbd-conn-") for n in sup.names()), timeout=5)
     reader.h.shutdown()
     sup.wait_for(lambda: not any(n.startswith("nbd-conn-") for n in sup.names()), timeout=5)
+
+
+def _reset(h) -> None:
+    """The client's connection ends with a RST (a PC that drops off): connect(AF_UNSPEC) on a
+    TCP socket disconnects it with a reset, on libnbd's socket, which libnbd then closes itself."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    unspec = struct.pack("H14x", socket.AF_UNSPEC)
+    assert libc.connect(h.aio_get_fd(), unspec, len(unspec)) == 0, os.strerror(ctypes.get_errno())
+
+
+def _pause(readers):
+    for r in readers:
+        r.go.clear()
+    assert all(r.idle.wait(10) for r in readers)
+
+
+def _stop(readers):
+    for r in readers:
+        r.stop.set()
+        r.go.set()
+    for r in readers:
+        r.join(15)
+
+
+def test_a_classroom_on_one_image_reads_on_through_restarts(served):
+    """Clients of one image each open its file: one inode, and a store without kcmp() (systemd's
+    same_fd() fallback; the supervisor) keeps one of those fds and drops the others. The file is
+    kept once, apart from the connections: every client carries on."""
+    sup, data, uri = served
+    readers = [Reader(uri, data) for _ in range(3)]
+    for r in readers:
+        r.start()
+    try:
+        assert all(r.reads_after(50) for r in readers)
+        sup.restart(signal.SIGTERM, timeout=10)
+        assert all(r.reads_after(50) for r in readers), sup.log_tail(20)
+        _pause(readers)
+        sup.kill9()
+        time.sleep(0.1)                          # RestartSec's default
+        sup.start(timeout=20)
+        for r in readers:
+            r.go.set()
+        assert all(r.reads_after(50) for r in readers), sup.log_tail(20)
+        assert [(r.errors, r.wrong) for r in readers] == [(0, 0)] * 3
+        names = sup.names()
+        assert len({n for n in names if n.startswith("nbd-conn-")}) == 3, names
+        assert len([n for n in names if n.startswith("nbd-file-")]) == 1, names
+    finally:
+        _stop(readers)
+
+
+def test_a_client_reset_while_the_daemon_is_down_does_not_stop_the_start(served):
+    sup, data, uri = served
+    staying, leaving = Reader(uri, data), Reader(uri, data)
+    for r in (staying, leaving):
+        r.start()
+    try:
+        assert staying.reads_after(20) and leaving.reads_after(20)
+        _pause([staying, leaving])
+        sup.stop(signal.SIGTERM)
+        _reset(leaving.h)                        # its stored socket's peer is gone: ENOTCONN
+        sup.start(timeout=20)
+        staying.go.set()
+        assert staying.reads_after(50), sup.log_tail(20)
+        assert (staying.errors, staying.wrong) == (0, 0)
+        log = sup.log_path.read_text()
+        assert "not resumed: the client is gone" in log and "NBD resumed 1 connections kept across the restart" in log
+        assert len({n for n in sup.names() if n.startswith("nbd-conn-")}) == 1, sup.names()
+    finally:
+        _stop([staying, leaving])

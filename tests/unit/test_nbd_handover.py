@@ -4,7 +4,8 @@ connection it did not open, as bytes."""
 import pytest
 
 from nbd import codec as c
-from nbd.handover import BadState, Handover, SessionState, decode, group_name, is_connection_group
+from nbd.handover import (BadState, Handover, KeptFiles, SessionState, decode, file_group, group_name,
+                          is_connection_group, is_file_group)
 from nbd.transmission import RequestParser
 
 
@@ -14,8 +15,10 @@ def request(cmd, handle, offset=0, length=4096):
 
 def test_session_state_and_handover_round_trip():
     state = SessionState("demo-2026-01-01-000000-amd64", 1 << 30, True, {1: "base:allocation"},
-                         ("GO", "STRUCTURED_REPLY"), "10.0.0.5:40000", "demo 2026 amd64")
+                         ("GO", "STRUCTURED_REPLY"), "10.0.0.5:40000", "demo 2026 amd64", "65024-2213243")
     assert decode(state.encode()) == state
+    older = state.encode().replace(b', "file": "65024-2213243"', b"")    # stored before files were kept apart
+    assert decode(older).file == ""
     handover = Handover(b"\x25\x60\x95", 7)
     assert decode(handover.encode()) == handover
 
@@ -50,3 +53,24 @@ def test_group_names_are_unique_per_process_and_valid_fdnames():
     names = {group_name(serial, pid) for serial in range(3) for pid in (100, 101)}
     assert len(names) == 6 and all(is_connection_group(n) and ":" not in n for n in names)
     assert not is_connection_group("nbd-listen")
+
+
+def test_an_image_file_is_kept_with_its_first_reader_and_removed_after_its_last():
+    """A classroom reads one file: it is stored once (a store without kcmp() would drop the other
+    opens of it), and leaves the store when its last kept connection ends."""
+    files = KeptFiles()
+    assert [files.hold("1-7") for _ in range(3)] == [True, False, False]
+    assert files.hold("1-8") is True
+    assert [files.release("1-7") for _ in range(3)] == [False, False, True]
+    assert files.prune() == []                        # 1-8 still has its reader
+    assert is_file_group(file_group("1-8")) and not is_file_group("nbd-conn-1-1")
+    assert ":" not in file_group("65024-2213243")     # a valid FDNAME
+
+
+def test_after_an_adoption_files_nobody_reads_are_pruned():
+    files = KeptFiles()
+    for file in ("1-7", "1-8"):
+        files.inherited(file)                         # in the store already: not stored again
+    assert files.hold("1-7") is False
+    assert files.prune() == ["1-8"]
+    assert files.prune() == [] and files.hold("1-8") is True     # gone: stored again by its next reader
