@@ -109,8 +109,8 @@ def _reset(transport) -> None:
 
 
 # An idle keep-alive connection ends this long after its last response (Apache's default
-# KeepAliveTimeout): a PC rebooting through GRUB or lpxelinux reuses the ports of its last
-# boot (both pick them from a fixed start), and must not meet that boot's connection.
+# KeepAliveTimeout): a PC booting again through GRUB reuses the ports of its last boot (GRUB
+# counts them from 21550), and must not meet that boot's connection.
 KEEPALIVE = 5.0
 
 
