@@ -100,6 +100,12 @@ def _kernel_words(text: str) -> list[str]:
     return [word for word in words if word and not _SCRIPT_META.search(word)]
 
 
+def _kernel_pair(prefix: str, version: str | None) -> tuple[str, str]:
+    """The kernel and initrd below ``prefix``, of ``version`` (None: the image's default)."""
+    suffix = f"-{version}" if version else ""
+    return f"{prefix}/vmlinuz{suffix}", f"{prefix}/initrd.img{suffix}"
+
+
 class Templates:
     """``## section: NAME`` blocks of string.Template text, one file per config format."""
 
@@ -267,41 +273,34 @@ class BootResolver:
             values = dict(label=entry.label, title=entry.title, message=entry.message, image=entry.image or "")
             section = entry.kind
             if entry.kind == "linux":
-                kernel, initrd = self._kernel_urls(fmt, entry.image, device, mac)
+                version = self.kernel_version(entry.image, device, mac)
+                kernel, initrd = _kernel_pair(self._kernel_prefix(fmt, entry.image), version)
                 values.update(kernel=kernel, initrd=initrd, cmdline=self.cmdline(entry.image, device))
-                http = self._grub_http_urls(entry.image, device, mac) if fmt == "grub.cfg" else None
+                http = self._grub_http_prefix(entry.image) if fmt == "grub.cfg" else None
                 if http and "linux_http" in self.templates.sections[fmt]:
                     section = "linux_http"
-                    values.update(kernel_http=http[0], initrd_http=http[1])
+                    values.update(zip(("kernel_http", "initrd_http"), _kernel_pair(http, version)))
             out.append(fill(fmt, section, **values))
         return "".join(out).encode()
 
-    def _kernel_urls(self, fmt: str, image: str, device: Device | None = None,
-                     mac: str | None = None) -> tuple[str, str]:
+    def _kernel_prefix(self, fmt: str, image: str) -> str:
         """Where the loader reading config ``fmt`` fetches kernel and initrd: over HTTP where
         it can (iPXE; lpxelinux.0 as the BIOS loader), else by TFTP path."""
-        version = self.kernel_version(image, device, mac)
-        suffix = f"-{version}" if version else ""
         base = self.http_base()
         if fmt == "ipxe":
-            prefix = f"{base}/boot/{image}" if base else f"tftp://{self.address}/images/{image}"
-        elif fmt == "grub.cfg":
-            prefix = f"/images/{image}"
-        elif base and self.pxelinux_speaks_http():
-            prefix = f"{base}/boot/{image}"
-        else:
-            prefix = f"images/{image}"
-        return f"{prefix}/vmlinuz{suffix}", f"{prefix}/initrd.img{suffix}"
+            return f"{base}/boot/{image}" if base else f"tftp://{self.address}/images/{image}"
+        if fmt == "grub.cfg":
+            return f"/images/{image}"
+        if base and self.pxelinux_speaks_http():
+            return f"{base}/boot/{image}"
+        return f"images/{image}"
 
-    def _grub_http_urls(self, image: str, device: Device | None, mac: str | None) -> tuple[str, str] | None:
+    def _grub_http_prefix(self, image: str) -> str | None:
         """GRUB's own device syntax for our HTTP service, tried before TFTP; None where GRUB
         reads TFTP only (boot.grub_http false: Debian's signed GRUB, or HTTP off)."""
         if not self.config.boot.grub_http or self.http_base() is None:
             return None
-        version = self.kernel_version(image, device, mac)
-        suffix = f"-{version}" if version else ""
-        prefix = f"(http,{self.address}:{self.config.http.listen.port})/boot/{image}"
-        return f"{prefix}/vmlinuz{suffix}", f"{prefix}/initrd.img{suffix}"
+        return f"(http,{self.address}:{self.config.http.listen.port})/boot/{image}"
 
     def pxelinux_speaks_http(self) -> bool:
         """lpxelinux.0 (not pxelinux.0) fetches http:// URLs; both read the same pxelinux.cfg,
