@@ -5,8 +5,8 @@ Under systemd, each connection in transmission is kept in the service's file-des
 chose the export. When the daemon stops for a restart it stops reading, lets the answers
 already queued reach the socket, and adds a ``Handover``: the bytes of a request it had read
 only in part. The next process rebuilds the connection from these and carries on; the client
-sees a pause. A crash leaves no Handover: a connection is then resumed only if nothing was
-read and left unanswered, which ``SessionState`` cannot tell — see services/nbd.py.
+sees a pause. A crash leaves no Handover: the connection's in-flight log (nbd.inflight) tells
+the next process what was read and not yet answered.
 
 An image file is kept once, under its own name (``file_group``), for all the connections that
 read it (``KeptFiles`` counts them), not in each connection's group: a store without kcmp()
@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .exports import OpenExport
+from .inflight import Replay
 
 STATE, HANDOVER = "nbd-session", "nbd-handover"
 
@@ -147,3 +148,6 @@ class Resumed:
     state: SessionState
     handover: Handover | None      # None: that process crashed
     fd_group: str                  # its name in the fd store
+    consumed: int = 0              # how far the kernel says the client's stream was read
+    written: int = 0               # and how far ours was written (nbd.tcpstate)
+    replay: "Replay | None" = None # after a crash: the answers the dead process owed

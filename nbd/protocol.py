@@ -14,8 +14,10 @@ A connection can also start in transmission: adopted from the systemd fd store a
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.internet import error as terror
+from twisted.internet import main
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
@@ -23,6 +25,7 @@ from . import codec as c
 from .exports import OpenExport
 from .handshake import Close, Handshake, Send, Transmit
 from .handover import Handover, Resumed, SessionState
+from .inflight import InflightLog
 from .sender import Answers, ReplySender
 from .transmission import RequestParser, SessionRecord, Transmission
 
@@ -45,6 +48,8 @@ class NBDServerProtocol(Protocol):
         self.closing = self.soft = False   # soft: closed by _finish
         self.reason: str | None = None
         self.requests = 0
+        self.in_pos = 0                     # bytes of the client's stream read so far
+        self.inflight: InflightLog | None = None   # kept connections: what a crash would leave
         self.started = 0.0
         self._timer = None
 
@@ -68,10 +73,17 @@ class NBDServerProtocol(Protocol):
         self.export = r.export
         self.sender.fd = r.export.fd
         self.tx = Transmission(r.export.size, r.state.structured, r.state.contexts)
+        self.in_pos, self.sender.stream_pos = r.consumed, r.written
         if r.handover is not None:
             self.parser.resume(r.handover.buffered, r.handover.skip)
-        log.info("NBD {client} resumed on export {export!r} after a restart (first served as {first})",
-                 client=self.client, export=r.export.name, first=r.state.client)
+        owed = ""
+        if r.replay is not None:
+            self.parser.resume(r.replay.buffered, r.replay.skip)
+            owed = f", {len(r.replay.actions)} answers owed by the stopped process" if r.replay.actions else ""
+        log.info("NBD {client} resumed on export {export!r} after a restart (first served as {first}){owed}",
+                 client=self.client, export=r.export.name, first=r.state.client, owed=owed)
+        if r.replay is not None and r.replay.actions:
+            self.answers.add(r.replay.actions)
 
     def session_state(self) -> SessionState:
         """What a restarted daemon needs to serve this connection on (in transmission only)."""
@@ -132,8 +144,10 @@ class NBDServerProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
+        self.in_pos += len(data)
         if self.tx is None:
             return self._run(self.handshake.feed(data))
+        inflight = self.inflight       # it has these bytes already (_read_logged)
         try:
             reqs = self.parser.feed(data)
         except c.ProtocolError as e:
@@ -141,6 +155,51 @@ class NBDServerProtocol(Protocol):
             return self._abort(f"protocol error: {e}")
         self.requests += len(reqs)
         self.answers.add(self.tx.handle(*r) for r in reqs)
+        if inflight is not None:
+            self._settle(inflight)
+
+    def _settle(self, inflight: InflightLog) -> None:
+        """Every answer is in the socket: what was read before a request begun in part (if any)
+        needs no replay after a crash."""
+        if self.answers.drained:
+            partial = self.parser.partial()
+            if partial is not None:
+                inflight.settle(partial, self.sender.stream_pos)
+
+    def keep_inflight(self, buf) -> None:
+        """From now on, log the requests read and not yet answered into ``buf`` (a memfd the fd
+        store keeps), starting from what this connection already owes."""
+        replay = self.resumed.replay if self.resumed is not None else None
+        if replay is not None:
+            self.inflight = InflightLog(buf, replay.in_base, replay.out_base, replay.logged)
+        else:
+            buffered, skip = self.parser.pending()
+            self.inflight = InflightLog(buf, self.in_pos - len(buffered), self.sender.stream_pos, buffered,
+                                        valid=not skip)
+        self._settle(self.inflight)
+        # Twisted has no hook between recv() and dataReceived: a crash there would lose bytes
+        # read and not yet logged, so this connection's reads go through _read_logged.
+        self.transport.doRead = self._read_logged
+
+    def _read_logged(self):
+        """The transport's doRead for a connection with an in-flight log: the bytes are logged
+        while still in the socket (MSG_PEEK), then taken from it, then acted upon; a crash at
+        any point leaves each byte either in the socket or in the log (nbd.inflight.plan)."""
+        sock = self.transport.socket
+        try:
+            data = sock.recv(self.transport.bufferSize, socket.MSG_PEEK)
+            if not data:
+                return main.CONNECTION_DONE
+            self.inflight.received(data)
+            taken = 0
+            while taken < len(data):
+                taken += len(sock.recv(len(data) - taken))   # queued already: never blocks
+        except BlockingIOError:
+            return None
+        except OSError:
+            return main.CONNECTION_LOST
+        self.dataReceived(data)
+        return None
 
     def _run(self, actions: list) -> None:
         for act in actions:
@@ -155,6 +214,7 @@ class NBDServerProtocol(Protocol):
 
     def _enter(self, t: Transmit) -> None:
         self._stop_timer()
+        self.in_pos -= len(t.leftover)     # read again as transmission just below
         self.export = t.export
         self.sender.fd = t.export.fd
         self.tx = Transmission(t.export.size, t.structured, t.contexts)
@@ -177,6 +237,8 @@ class NBDServerProtocol(Protocol):
         self.sender.resume()
         if self.tx is not None:
             self.answers.pump()
+            if self.inflight is not None:
+                self._settle(self.inflight)
 
     def stopProducing(self) -> None:   # a pull producer: the transport never pauses us
         self.answers.queue.clear()

@@ -35,9 +35,11 @@ class ReplySender:
         self.blocked = False                # the socket is full: wait for resume()
         self.pending: tuple[int, int] | None = None   # (offset, length) of a reply's data still to send
         self.bytes_sent = 0                 # payload bytes of READ replies
+        self.stream_pos = 0                 # bytes of our stream to the client handed to send() so far
 
     def send(self, data: bytes, file_range: tuple[int, int] | None = None) -> None:
         """``data``, then (a READ reply) the export's bytes in ``file_range``."""
+        self.stream_pos += len(data) + (file_range[1] if file_range else 0)
         n = 0
         if not self.blocked:
             try:

@@ -111,6 +111,10 @@ class RequestParser:
         restarted daemon must know to parse on where this one stopped."""
         return bytes(self._buf), self._skip
 
+    def partial(self) -> int | None:
+        """Bytes of a request begun in part; None while a WRITE payload is being discarded."""
+        return None if self._skip else len(self._buf)
+
     def resume(self, buffered: bytes, skip: int) -> None:
         self._buf[:0] = buffered
         self._skip = skip

@@ -15,6 +15,7 @@ a pause.
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
 import stat
@@ -33,11 +34,13 @@ from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.transfers import Transfer, TransferLedger
 from nbd.admission import Admission
 from nbd.exports import ExportCatalog, Images, OpenExport
+from nbd import inflight as inflight_log
+from nbd import tcpstate
 from nbd.handover import (BadState, Handover, KeptFiles, Resumed, SessionState, decode, file_group, group_name,
                           is_connection_group, is_file_group)
 from nbd.listener import NBDFactory, file_id, open_export
 from nbd.protocol import NBDServerProtocol
-from nbd.transmission import SessionRecord
+from nbd.transmission import SessionRecord, Transmission
 
 log = Logger(namespace="bootserverd.nbd")
 # A classroom connects at once; a short accept queue turns that into SYN retries of 1 s, 3 s, ...
@@ -186,18 +189,24 @@ class NBDService(Service):
         if self.files.hold(file) and not sdnotify.store_fds(file_group(file), [p.export.fd]):
             self.files.release(file)
             return
-        if self._store(name, p, p.session_state()):
+        if self._store(name, p, p.session_state(), inflight=True):
             p.fd_group = name
         elif self.files.release(file):
             sdnotify.remove_fds(file_group(file))
 
     @staticmethod
-    def _store(name: str, p: NBDServerProtocol, state: SessionState, handover: Handover | None = None) -> bool:
+    def _store(name: str, p: NBDServerProtocol, state: SessionState, handover: Handover | None = None,
+               inflight: bool = False) -> bool:
+        """``inflight``: also a log of the requests read and not yet answered (nbd.inflight),
+        which the connection keeps writing for as long as it lives."""
         memfds: list[int] = []
         try:
             memfds.append(_memfd(state.encode()))
             if handover is not None:
                 memfds.append(_memfd(handover.encode()))
+            if inflight:
+                memfds.append(_memfd(b"", size=inflight_log.SIZE))
+                p.keep_inflight(mmap.mmap(memfds[-1], inflight_log.SIZE))
             return sdnotify.store_fds(name, [p.transport.fileno(), *memfds])
         except OSError as e:     # memfd_create refused (a seccomp filter): served on, not kept
             log.warn("NBD {client}: cannot keep the connection for a restart: {error}", client=p.client,
@@ -246,20 +255,23 @@ class NBDService(Service):
     def _adopt(self, name: str, fds: list[int], files: dict[str, int]) -> bool:
         """One stored connection back in the reactor, or False (its fds are then closed). Its image
         file is the one kept apart (``files``), or in its own group if an older version stored it."""
-        sock = export_fd = state = handover = None
+        sock = export_fd = state = handover = inflight = None
         for fd in fds:
             mode = os.fstat(fd).st_mode
             if stat.S_ISSOCK(mode) and sock is None:
                 sock = socket.socket(fileno=fd)
             elif _is_memfd(fd):
                 try:
-                    kept = decode(os.pread(fd, 1 << 16, 0))
-                except (BadState, OSError) as e:
+                    head = os.pread(fd, 1 << 16, 0)
+                    kept = (inflight_log.read(mmap.mmap(fd, inflight_log.SIZE, prot=mmap.PROT_READ))
+                            if inflight_log.is_log(head) else decode(head))
+                except (BadState, inflight_log.BadLog, OSError, ValueError) as e:
                     log.warn("NBD stored connection {name}: {error}", name=name, error=e)
                     kept = None
                 os.close(fd)
                 state = kept if isinstance(kept, SessionState) else state
                 handover = kept if isinstance(kept, Handover) else handover
+                inflight = kept if isinstance(kept, inflight_log.LogState) else inflight
             elif stat.S_ISREG(mode) and export_fd is None:
                 export_fd = fd
             else:
@@ -281,7 +293,12 @@ class NBDService(Service):
             return False
         st = os.fstat(export_fd)
         export = OpenExport(state.export, st.st_size, state.description, fd=export_fd, file=file_id(st))
-        p = NBDServerProtocol(self.factory, host, port, Resumed(export, state, handover, name))
+        resumed = self._resumption(name, sock, export, state, handover, inflight)
+        if resumed is None:
+            sock.close()
+            os.close(export_fd)
+            return False
+        p = NBDServerProtocol(self.factory, host, port, resumed)
         self.factory.add(p)
         sock.setblocking(False)
         try:
@@ -292,6 +309,25 @@ class NBDService(Service):
         self._serial += 1
         self._keep(group_name(self._serial, os.getpid()), p)
         return True
+
+    @staticmethod
+    def _resumption(name: str, sock: socket.socket, export: OpenExport, state: SessionState,
+                    handover: Handover | None, inflight: inflight_log.LogState | None) -> Resumed | None:
+        """How to go on with a stored connection: where its streams are, and after a crash the
+        answers the dead process owed (None, logged: it cannot be resumed without losing one)."""
+        try:
+            consumed, written = tcpstate.stream_positions(sock)
+        except OSError as e:
+            log.info("NBD stored connection {name} not resumed: {error}", name=name, error=e)
+            return None
+        replay = None
+        if handover is None and inflight is not None:
+            replay = inflight_log.plan(inflight, consumed, written,
+                                       Transmission(export.size, state.structured, state.contexts))
+            if isinstance(replay, str):
+                log.warn("NBD {client} not resumed after the crash: {why}", client=state.client, why=replay)
+                return None
+        return Resumed(export, state, handover, name, consumed, written, replay)
 
     def _hand_over(self) -> defer.Deferred:
         """Stop reading, wait (bounded) for queued answers to reach the sockets, then leave every
@@ -342,9 +378,15 @@ class _Adopted(Factory):
         return self.protocol_instance
 
 
-def _memfd(data: bytes) -> int:
+def _memfd(data: bytes, size: int = 0) -> int:
     fd = os.memfd_create("bootserverd-nbd", os.MFD_CLOEXEC)
-    os.write(fd, data)
+    try:
+        os.write(fd, data)
+        if size:
+            os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 

@@ -22,6 +22,7 @@ PURE = (
     "dhcp.codec", "dhcp.options", "dhcp.machine", "dhcp.leases", "dhcp.sniff", "dhcp.rogue",
     "tftp.codec", "tftp.session", "tftp.admission", "tftp.netascii",
     "nbd.codec", "nbd.handshake", "nbd.transmission", "nbd.admission", "nbd.exports", "nbd.handover",
+    "nbd.inflight",
     "bootserverd.model.objects", "bootserverd.model.snapshot", "bootserverd.model.rollout",
     "bootserverd.model.validate",
     "bootserverd.boot.report", "bootserverd.boot.stages", "bootserverd.images.signature",
@@ -32,7 +33,7 @@ PURE = (
 )
 # Modules of the protocol packages that do I/O: the Twisted adapters and their helpers.
 PROTOCOL_IO = {"dhcp.protocol", "dhcp.netif", "dhcp.icmp", "dhcp.journal", "dhcp.watch", "tftp.protocol", "tftp.transfer",
-               "nbd.protocol", "nbd.listener", "nbd.sender"}
+               "nbd.protocol", "nbd.listener", "nbd.sender", "nbd.tcpstate"}
 
 BLOCKER = """
 import sys
