@@ -7,13 +7,21 @@ The minbase root is cached between runs (tests/support/debian.py); each run unpa
 copy, so nothing from an earlier install is left in it.
 """
 
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.debian import minbase_tarball
+from tests.support.images import build_image
+from tests.support.nbdreader import PipelinedReader
+from tests.support.systemd_root import SystemdRoot
+
+IMAGE = "demo-2026-01-01-000000-amd64"
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -146,3 +154,57 @@ def test_systemd_unit_exposure_is_at_most_3(deb):
     line = next(l for l in proc.stdout.splitlines() if "Overall exposure level" in l)
     exposure = float(line.split(":")[1].split()[0])
     assert exposure <= 3.0, line
+
+
+def test_installed_under_systemd_a_restart_a_crash_and_an_upgrade_are_pauses_for_an_nbd_client(deb, chroot, tmp_path):
+    """#16 part 1 as a school runs it: the package installed with apt, Debian's systemd as PID 1
+    (tests/support/systemd_root.py) starting the shipped unit with all its sandboxing, an NBD
+    client reading throughout `systemctl restart`, a kill -9 that Restart= answers, and an
+    upgrade of the package (dpkg -i: prerm, unpack, postinst's restart): every read completes
+    with the right bytes on the one connection."""
+    shutil.copy(deb, chroot / "tmp" / deb.name)
+    installed = in_root(chroot, f"apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get install -y -qq "
+                                f"--no-install-recommends systemd systemd-sysv /tmp/{deb.name}")
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    (chroot / "usr/sbin/policy-rc.d").unlink()          # from now on services start as on a server
+    shutil.copy(deb, chroot / "root" / deb.name)          # /tmp is the booted root's own tmpfs
+    image = build_image(chroot / "var/lib/bootserverd/images" / f"{IMAGE}.img",
+                        extra={"data": os.urandom(8 << 20)})
+    image.chmod(0o644)
+    (chroot / "etc/bootserverd/bootserverd.yaml").write_text(yaml.safe_dump({
+        "server": {"address": "127.0.0.1", "state_dir": "/var/lib/bootserverd"},
+        "images": {"dir": "/var/lib/bootserverd/images", "settle_seconds": 0, "default": IMAGE},
+        "tftp": {"enabled": False}, "http": {"enabled": False}, "dhcp": {"enabled": False},
+        "nbd": {"enabled": True, "listen": "127.0.0.1:10809"},
+        "inventory": {"source": "yaml", "file": "inventory.yaml"}}))
+    machine = SystemdRoot(chroot, tmp_path / "systemd.log")
+    reader = None
+    try:
+        machine.start()
+
+        def journal() -> str:
+            return machine.run("journalctl -u bootserverd -o cat --no-pager").stdout
+
+        deadline = time.monotonic() + 60
+        while f"image {IMAGE} published" not in journal() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert machine.run("systemctl is-active bootserverd").stdout.strip() == "active", journal()[-3000:]
+        reader = PipelinedReader(f"nbd://127.0.0.1:10809/{IMAGE}", str(image), depth=4, size=256 << 10,
+                                 prefix=tuple(machine.enter("-n")))
+        reader.start()
+        assert reader.reads_after(50, timeout=30), (reader.error, journal()[-3000:])
+        steps = {"systemctl restart": "systemctl restart bootserverd",
+                 "kill -9 (Restart=on-failure)": "systemctl kill --signal=KILL --kill-whom=main bootserverd",
+                 "package upgrade": f"dpkg -i /root/{deb.name}"}
+        for what, command in steps.items():
+            done = machine.run(command)
+            assert done.returncode == 0, (what, done.stdout[-2000:], done.stderr[-2000:])
+            assert reader.reads_after(50, timeout=30), (what, reader.error, journal()[-3000:])
+        print(f"under systemd: {reader.reads} reads through restart, kill -9 and upgrade; "
+              f"longest wait for one reply {reader.longest:.2f} s")
+        assert reader.error is None
+        assert journal().count("NBD resumed 1 connections kept across the restart") == 3, journal()[-3000:]
+    finally:
+        if reader is not None:
+            reader.close()
+        machine.close()
