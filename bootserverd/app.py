@@ -78,12 +78,19 @@ def _http(app: "BootServer") -> Service:
 def _dhcp(app: "BootServer") -> Service:
     return DHCPService(app.config.dhcp, app.config.server, app.model, app.resolver,
                        app.config.server.state_dir / "leases", reactor=app.reactor,
-                       on_lease=app.boot_report.dhcp_lease, metrics=app.metrics)
+                       on_lease=app.boot_report.dhcp_lease, metrics=app.metrics,
+                       pair=app.config.pair)
+
+
+def _peer(app: "BootServer") -> Service:
+    from services.peer import PeerService
+    return PeerService(app.config.pair, app.config.http, app.images, reactor=app.reactor)
 
 
 SERVICES = (ServiceSpec("tftp", "tftp", _tftp), ServiceSpec("nbd", "nbd", _nbd),
             ServiceSpec("http", "http", _http, uses_server=True),
-            ServiceSpec("dhcp", "dhcp", _dhcp, uses_server=True))
+            ServiceSpec("dhcp", "dhcp", _dhcp, uses_server=True),
+            ServiceSpec("peer", "pair", _peer))      # pair.servers set: compare with the peer
 
 
 def make_source(config: configmod.Config, clock) -> InventorySource:
@@ -235,6 +242,9 @@ class BootServer:
         return dict(self._running)
 
     def _where(self, name: str) -> str:
+        if name == "peer":
+            from services.peer import peer_url
+            return f"of {peer_url(self.config.pair, self.config.http)}"
         section = getattr(self.config, name)
         if name == "dhcp":
             return f"{section.mode} on {','.join(section.interfaces)}"
@@ -276,7 +286,7 @@ class BootServer:
     @defer.inlineCallbacks
     def _apply(self, spec: ServiceSpec, old: configmod.Config, new: configmod.Config):
         old_section, new_section = getattr(old, spec.section), getattr(new, spec.section)
-        server_changed = spec.uses_server and old.server != new.server
+        server_changed = spec.uses_server and (old.server != new.server or old.pair != new.pair)
         if old_section == new_section and not server_changed:
             return
         running = self._running.get(spec.name)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 from dhcp import options as O
 from dhcp.codec import BOOTREPLY, BOOTREQUEST, BROADCAST_FLAG, ZERO, Message, encode
 from dhcp.leases import BOUND, DECLINED, Lease, LeaseTable
+from dhcp.split import in_ranges
 
 BROADCAST = IPv4Address("255.255.255.255")
 CLIENT_PORT, SERVER_PORT, PXE_PORT = 68, 67, 4011
@@ -129,6 +130,13 @@ class Subnet:
     ntp: tuple[IPv4Address, ...] = ()
     lease_time: int = 3600
     reserve_for_known: int = 0     # pool addresses unknown clients may not take
+    # split scope (dhcp/split.py): the part of `pool` this server offers from; None: all of it
+    share: tuple[tuple[IPv4Address, IPv4Address], ...] | None = None
+
+    @property
+    def offer_pool(self) -> tuple[tuple[IPv4Address, IPv4Address], ...]:
+        """Where new offers come from: this server's share of the pool."""
+        return self.pool if self.share is None else self.share
 
     @property
     def static_options(self) -> dict[int, bytes]:
@@ -149,12 +157,15 @@ class Subnet:
         return cached
 
     @classmethod
-    def from_config(cls, c: Any) -> "Subnet":
+    def from_config(cls, c: Any, split: tuple[float, bool] | None = None) -> "Subnet":
+        """`split`: (dhcp.split, whether this is the first of pair.servers), or None."""
+        from dhcp.split import share as split_share
         pool = tuple((IPv4Address(a), IPv4Address(b)) for a, b in c.pool)
+        mine = split_share(pool, *split) if split is not None else None
         return cls(IPv4Network(c.network), pool, IPv4Address(c.router) if c.router else None,
                    tuple(IPv4Address(a) for a in c.dns), c.domain,
                    tuple(IPv4Address(a) for a in c.ntp), int(c.lease_time),
-                   reserve_count(getattr(c, "reserve_for_known", 0), pool))
+                   reserve_count(getattr(c, "reserve_for_known", 0), mine or pool), mine)
 
 
 def reserve_count(value: int | str, pool) -> int:
@@ -185,6 +196,9 @@ class Policy:
     # The chaddr of our own rogue-server probe (dhcp/rogue.py): its DISCOVER loops back to our
     # port 67, and an answer would be a pool address held for a client that never comes.
     probe_mac: bytes | None = None
+    # Split scope: this server's own address (pair.this_server). It is the server identifier
+    # wherever the arrival interface has it, never a VRRP address that may move to the peer.
+    own_address: IPv4Address | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +294,9 @@ class Machine:
 
     def _server_id(self, arrival: Arrival, subnet: Subnet | None) -> IPv4Address:
         candidates = arrival.addresses or ((arrival.interface,) if arrival.interface else ())
+        own = self.policy.own_address
+        if own is not None and any(addr.address == own for addr in candidates):
+            return own
         for addr in candidates:
             if subnet is None or addr.address in subnet.network:
                 return addr.address
@@ -314,7 +331,8 @@ class Machine:
         row = self.leases.at(ip)
         if row is not None and row.key == info.key and row.active(now):
             return False            # its own offer or lease: renewing takes nothing new
-        free = self.leases.free_count(subnet.pool, now) - self.reserved_in(subnet.pool)
+        pool = subnet.offer_pool
+        free = self.leases.free_count(pool, now) - self.reserved_in(pool)
         return free <= subnet.reserve_for_known
 
     def _taken_for(self, fixed: IPv4Address | None) -> Callable[[IPv4Address], bool]:
@@ -335,7 +353,7 @@ class Machine:
             ip = fixed
         else:
             requested = O.to_ip(msg.get(O.REQUESTED_IP))
-            ip = self.leases.allocate(subnet.pool, info.key, requested, now,
+            ip = self.leases.allocate(subnet.offer_pool, info.key, requested, now,
                                       self._taken_for(None), subnet.network)
             if ip is None:
                 return Outcome(event=f"no free address in {subnet.network} for {info.mac} {where}",
@@ -425,6 +443,14 @@ class Machine:
             row = self.leases.at(ip)
             mine = row is not None and row.key == info.key and row.state != DECLINED
             in_pool = any(lo <= ip <= hi for lo, hi in subnet.pool)
+            peers = subnet.share is not None and in_pool and not in_ranges(ip, subnet.share)
+            if peers and state == "INIT-REBOOT" and (row is None or not row.active(now)):
+                # The peer gave it, and knows whether it still may: the peer may have given it
+                # to another client since (the client goes on to DISCOVER when the peer is
+                # dead). A RENEWING/REBINDING client holds an unexpired lease, which the peer
+                # never gives away: ACKed below when no other client holds it here.
+                return Outcome(debug=f"INIT-REBOOT from {info.mac} {where} for {ip} in the "
+                                     f"peer's share: left to the peer")
             if not mine:
                 if state in ("SELECTING",):
                     return self._nak(msg, arrival, server_id, info, where, ip,
@@ -452,7 +478,10 @@ class Machine:
         device = plan.device if plan is not None else None
         dtype = (device.type if device is not None else None) or "unknown"
         error = plan.error if plan is not None else None
+        taken_over = fixed is None and subnet.share is not None \
+            and not in_ranges(ip, subnet.share) and not (row is not None and row.key == info.key)
         event = (f"ACK {ip} to {info.mac} ({hostname or '-'}, {dtype}) {where} [{state}]"
+                 + (" from the peer's share (its server did not answer)" if taken_over else "")
                  + (f" boot error: {error}" if error else ""))
         return Outcome(reply=reply, changes=changes, event=event, renewal=state in ("RENEWING", "REBINDING"))
 

@@ -36,11 +36,26 @@ def _probe_mac(server) -> bytes | None:
     return probe_mac(address) if address is not None else None
 
 
-def _policy(config, server) -> Policy:
+def _split(config, pair) -> tuple[float, bool] | None:
+    """(dhcp.split, whether this server is the first of pair.servers), or None: no split."""
+    if pair is None or not pair.enabled or config.split is None or pair.this_server is None:
+        return None
+    return config.split, pair.this_server == pair.servers[0]
+
+
+def _known_servers(config, pair) -> frozenset:
+    """Servers whose replies are expected: dhcp.known_servers and the split-scope peer."""
+    peer = pair.peer if pair is not None and pair.enabled else None
+    return frozenset(config.known_servers) | ({peer} if peer is not None else set())
+
+
+def _policy(config, server, pair=None) -> Policy:
     address = getattr(server, "address", None)
+    split = _split(config, pair)
     return Policy(mode=config.mode, authoritative=config.authoritative,
                   unknown_mac_policy=config.unknown_mac_policy,
-                  subnets=tuple(Subnet.from_config(s) for s in config.subnets),
+                  subnets=tuple(Subnet.from_config(s, split) for s in config.subnets),
+                  own_address=pair.this_server if split is not None else None,
                   server_address=IPv4Address(str(address)) if address else None,
                   unicast_offers=config.unicast_offers, decline_hold=config.decline_hold,
                   match_client_id=config.match_client_id,
@@ -54,10 +69,12 @@ class DHCPService(Service):
 
     def __init__(self, config, server, model, resolver, leasedb_path: Path, reactor=None,
                  on_lease: Callable | None = None, clock: Callable[[], float] = time.time,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, pair=None):
+        """`pair`: config.PairConfig (two boot servers: split scope), None for one server."""
         from twisted.internet import reactor as default_reactor
         self.config = config
         self.server = server
+        self.pair = pair
         self.model = model
         self.resolver = resolver
         self.leasedb_path = Path(leasedb_path)
@@ -77,7 +94,7 @@ class DHCPService(Service):
         self.prober: IcmpProber | None = None
         self.neighbours = Neighbours()
         self._unsubscribe: Callable[[], None] | None = None
-        self.rogues = Detector(config.known_servers)   # outlives a SIGHUP, not a restart
+        self.rogues = Detector(_known_servers(config, pair))   # outlives a SIGHUP, not a restart
         self.watch: RogueWatch | None = None
         self._unscrape: Callable[[], None] | None = None
         self._rogue_counted = dict(self.rogues.replies)  # what the counter has been given
@@ -131,7 +148,7 @@ class DHCPService(Service):
                       a=self.active_leases(), p=self.leasedb_path, s=time.monotonic() - started)
         self._inventory_changed()
         self._unsubscribe = self.model.subscribe(self._inventory_changed)
-        self.machine = Machine(_policy(self.config, self.server), self.table,
+        self.machine = Machine(_policy(self.config, self.server, self.pair), self.table,
                                self.resolver.resolve, self._reservation,
                                lambda ip: ip in self._reserved, self._reserved_in)
         self.commit = GroupCommit(self.db, self.reactor, self._live_rows, lambda: len(self.table))
@@ -166,6 +183,20 @@ class DHCPService(Service):
         self.log.info("{mode} on {ifs}, ports {ports}", mode=self.config.mode,
                       ifs=", ".join(self.config.interfaces) or "-",
                       ports=", ".join(str(p.port) for p in self.ports))
+        self._log_split()
+
+    def _log_split(self) -> None:
+        """One line saying which share of each pool this server offers from (split scope)."""
+        split = _split(self.config, self.pair)
+        if split is None or self.machine is None:
+            return
+        shares = "; ".join(f"{s.network}: " + ", ".join(f"{lo}-{hi}" for lo, hi in s.share)
+                           for s in self.machine.policy.subnets if s.share)
+        self.log.info("split scope: this is {me} ({which} of pair.servers, {pct:g}% of each "
+                      "pool), peer {peer}; offering from {shares}", me=str(self.pair.this_server),
+                      which="first" if split[1] else "second",
+                      pct=split[0] if split[1] else 100 - split[0], peer=str(self.pair.peer),
+                      shares=shares or "-")
 
     def _open_prober(self) -> None:
         """The ICMP socket for dhcp.ping_check, opened while we may still hold CAP_NET_RAW."""
@@ -190,10 +221,11 @@ class DHCPService(Service):
             return False
         self.config = config
         if self.machine is not None:
-            self.machine.policy = _policy(config, self.server)
+            self.machine.policy = _policy(config, self.server, self.pair)
+            self._log_split()
         if self.handler is not None:
             self._open_prober()
-        self.rogues.known = frozenset(config.known_servers)
+        self.rogues.known = _known_servers(config, self.pair)
         if self.watch is not None and config.rogue_probe_interval != self.watch.probe_interval:
             self.watch.set_probe_interval(config.rogue_probe_interval)
         if self.interfaces is not None and tuple(config.interfaces) != self.interfaces.names:
@@ -250,16 +282,21 @@ class DHCPService(Service):
     def pools(self) -> list[dict]:
         """Use of each configured subnet's pools: subnet (CIDR), interface (None when none of
         ours is in it: a relayed subnet), size (pool addresses less devices' fixed ones),
-        used (offered or bound), free (neither used nor quarantined by a DECLINE/conflict)."""
+        used (offered or bound), free (neither used nor quarantined by a DECLINE/conflict);
+        with split scope these count this server's share, listed as share (["lo-hi", ...])."""
         if self.table is None or self.machine is None:
             return []
         now, out = self.clock(), []
         for subnet in self.machine.policy.subnets:
-            held = [r for r in self.table.holders(subnet.pool, now) if r.ip not in self._reserved]
-            size = pool_size(subnet.pool, subnet.network) - self._reserved_in(subnet.pool)
+            pool = subnet.offer_pool          # split scope: this server's share
+            held = [r for r in self.table.holders(pool, now) if r.ip not in self._reserved]
+            size = pool_size(pool, subnet.network) - self._reserved_in(pool)
             used = sum(1 for r in held if r.state in (BOUND, OFFERED))
-            out.append({"subnet": str(subnet.network), "interface": self._interface_of(subnet),
-                        "size": size, "used": used, "free": max(0, size - len(held))})
+            row = {"subnet": str(subnet.network), "interface": self._interface_of(subnet),
+                   "size": size, "used": used, "free": max(0, size - len(held))}
+            if subnet.share is not None:
+                row["share"] = [f"{lo}-{hi}" for lo, hi in subnet.share]
+            out.append(row)
         return out
 
     def _scrape(self) -> None:

@@ -176,6 +176,18 @@ class SubnetConfig:
                         f"{self.reserve_for_known} is more than the pool's {size} addresses")
 
 
+def parse_split(value: Any, ctx: Context) -> float:
+    """dhcp.split: the share of every pool the first of pair.servers offers from, 50 or "50%"."""
+    text = str(value).strip().rstrip("%") if not isinstance(value, bool) else ""
+    try:
+        share = float(text)
+    except ValueError:
+        raise ValueError(f"must be a percentage like 50 or \"50%\", not {value!r}") from None
+    if not 1 <= share <= 99:
+        raise ValueError(f"must be from 1 to 99 (%), not {value!r}: each server needs a share")
+    return share
+
+
 @dataclass(frozen=True)
 class DhcpConfig:
     enabled: bool = False
@@ -197,6 +209,8 @@ class DhcpConfig:
     known_servers: tuple[IPv4Address, ...] = ()
     # seconds between two rogue-server probes (a DISCOVER on each interface); 0: no probe
     rogue_probe_interval: float = field(default=300.0, metadata={"min": 0.0, "max": 86400.0})
+    # two boot servers (pair.servers): % of every pool the first offers from, the second the rest
+    split: float | None = field(default=None, metadata={"parse": parse_split})
 
     def check(self, ctx: Context, key: str) -> None:
         if 0 < self.rogue_probe_interval < 1:
@@ -264,6 +278,46 @@ class InventoryConfig:
 
 
 @dataclass(frozen=True)
+class PairConfig:
+    """Two boot servers for one school, both reading this same file (docs/reliability.md)."""
+    # each server's own address (not server.address, the VRRP one): the same list, in the same
+    # order, in both servers' files; dhcp.split gives the first its share of every pool
+    servers: tuple[IPv4Address, ...] = ()
+    # which of servers this machine is; default: the one that is an address of this machine
+    this_server: IPv4Address | None = None
+    # the peer's HTTP base URL for comparing images; default http://<peer>:<http.listen port>
+    peer_url: str | None = None
+    check_interval: float = field(default=60.0, metadata={"min": 1.0, "max": 86400.0})
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.servers)
+
+    @property
+    def peer(self) -> IPv4Address | None:
+        others = [a for a in self.servers if a != self.this_server]
+        return others[0] if self.this_server is not None and len(others) == 1 else None
+
+    def check(self, ctx: Context, key: str) -> None:
+        if self.servers and (len(self.servers) != 2 or self.servers[0] == self.servers[1]):
+            ctx.problem(f"{key}.servers", "must name two different addresses, this server's "
+                                          "and its peer's (the same list on both)")
+        if self.this_server is not None and self.this_server not in self.servers:
+            ctx.problem(f"{key}.this_server", f"{self.this_server} is not one of pair.servers")
+        if self.peer_url is not None and not self.peer_url.startswith("http://"):
+            ctx.problem(f"{key}.peer_url", f"must be an http:// URL, not {self.peer_url!r}")
+
+
+def local_addresses() -> list[IPv4Address]:
+    """Every IPv4 address of this machine (its network namespace), over netlink."""
+    import socket
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        return [IPv4Address(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"))
+                for a in ipr.get_addr(family=socket.AF_INET)]
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     path: Path = field(default=Path("-"), metadata={"internal": True})
@@ -274,6 +328,7 @@ class Config:
     dhcp: DhcpConfig = DhcpConfig()
     boot: BootConfig = BootConfig()
     inventory: InventoryConfig = InventoryConfig()
+    pair: PairConfig = PairConfig()
 
 
 ConfigError = SchemaError
@@ -304,6 +359,7 @@ def load(path: Path) -> Config:
     if config is not None:
         config = _with_path(config, path.resolve())
         _check_relations(config, ctx)
+        config = _resolve_pair(config, ctx)
     if ctx.problems:
         raise ConfigError([dataclasses.replace(p, key=written_as.get(p.key, p.key))
                            for p in ctx.problems])
@@ -333,6 +389,34 @@ def _rename_old_keys(data: Any, ctx: Context) -> dict[str, str]:
 
 def _with_path(config: Config, path: Path) -> Config:
     return dataclasses.replace(config, path=path)
+
+
+def _resolve_pair(config: Config, ctx: Context) -> Config:
+    """Two boot servers: which one this is (pair.this_server, else found among this machine's
+    addresses), and DHCP split whenever both serve addresses."""
+    from dhcp.split import identify
+    pair, dhcp = config.pair, config.dhcp
+    if dhcp.split is not None and not pair.enabled:
+        ctx.problem("dhcp.split", "needs pair.servers (the two servers that split the pools)")
+    if not pair.enabled or len(pair.servers) != 2:
+        return config
+    if dhcp.enabled and dhcp.mode == "server" and dhcp.split is None:
+        ctx.problem("dhcp.split", "is required when pair.servers is set and dhcp serves "
+                                  "addresses (e.g. 50): two servers must not offer from one pool")
+    if pair.this_server is None:
+        try:
+            local = local_addresses()
+        except Exception as exc:             # no netlink: say so, do not guess
+            ctx.problem("pair.servers", f"cannot read this machine's addresses ({exc}): "
+                                        f"set pair.this_server")
+            return config
+        index, why = identify(pair.servers, local)
+        if index is None:
+            ctx.problem("pair.servers", why)
+            return config
+        config = dataclasses.replace(config, pair=dataclasses.replace(
+            pair, this_server=pair.servers[index]))
+    return config
 
 
 def _check_relations(config: Config, ctx: Context) -> None:

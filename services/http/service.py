@@ -37,6 +37,13 @@ log = Logger(namespace="bootserverd.http")
 PREBUILD_INTERVAL = 600.0           # seconds between ahead-of-time checks (also on every model change)
 
 
+def unhealthy(health: dict) -> list[str]:
+    """/healthz: the enabled services that are not running (the peer comparison does not
+    count: a server is fit to hold the service address whatever its peer does)."""
+    return sorted(name for name, s in (health.get("services") or {}).items()
+                  if name != "peer" and not s.get("up"))
+
+
 class _Site(LimitedSite):
     noisy = False                     # no "Starting factory" lines
 
@@ -63,7 +70,7 @@ class Router(Resource):
         self._count(request)
         return result
 
-    ROUTES = ("images", "boot", "ipxe", "tftp", "status", "diffs", "v1", "metrics", "ui")
+    ROUTES = ("images", "boot", "ipxe", "tftp", "status", "diffs", "v1", "metrics", "ui", "healthz")
 
     def _count(self, request) -> None:
         head = request.postpath[0].decode("latin-1") if request.postpath else ""
@@ -92,6 +99,9 @@ class Router(Resource):
             return svc.boot_resource.tftp(request, rest)
         if head == "status" and not rest:
             return send_json(request, svc.status())
+        if head == "healthz" and not rest:       # keepalived's track_script (etc/keepalived)
+            down = unhealthy(svc.health())
+            return send_json(request, {"ok": not down, "down": down}, 503 if down else 200)
         if head == "status" and len(rest) == 2 and rest[0] == "boot":
             return svc.boot_status(request, rest[1])
         if head == "diffs":
@@ -143,8 +153,9 @@ class HTTPService(Service):
         self.device_resource = DeviceResource(model, images, self.diffs, resolver.http_base,
                                               self.state_dir / "device-reports.json", reactor)
         self.diffs.demand = self.device_resource.demand     # eviction keeps what devices need
+        self.health = health or (lambda: {})  # the app's health(): /healthz, the status page
         self.ui_resource = UiResource(self, ui_networks or (lambda: allowed_networks(config.ui_allow, ())),
-                                      health or (lambda: {}))
+                                      self.health)
         window = config.diff_prebuild_window
         self._window = parse_window(window) if window else None
         self._prebuild_loop = None

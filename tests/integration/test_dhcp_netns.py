@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.dhcp_lab import (DHCLIENT_MAC, LAB, PXE_MAC, PY, RESERVED_MAC, ROOT, SERVER_DHCP,
                                     Server, udhcpc, write_config)
-from tests.support.netns import Netns, namespaces, veth
+from tests.support.netns import Netns, bridge, namespaces, veth
 
 
 @pytest.fixture
@@ -195,11 +195,7 @@ PROXY_DHCP = """  enabled: true
 
 def test_proxy_beside_dnsmasq(tmp_path):
     with namespaces("dsw", "dprx", "ddns", "dcl") as (sw, prx, dns, cli):
-        sw.ip("link", "add", "br0", "type", "bridge")
-        sw.ip("link", "set", "br0", "up")
-        for ns, inner, outer in ((prx, "p0", "sp"), (dns, "d0", "sd"), (cli, "c0", "sc")):
-            veth(ns, inner, sw, outer)
-            sw.ip("link", "set", outer, "master", "br0")
+        bridge(sw, [(prx, "p0", "sp"), (dns, "d0", "sd"), (cli, "c0", "sc")])
         prx.ip("addr", "add", "10.70.0.2/24", "dev", "p0")
         dns.ip("addr", "add", "10.70.0.1/24", "dev", "d0")
         dnsmasq = dns.popen(["dnsmasq", "--no-daemon", "--port=0", "--interface=d0",

@@ -51,7 +51,7 @@ def serve(config_path: str) -> None:
     start_logging(config.server.log_format, config.server.log_level, stream=sys.stderr)
     model = Model(Inventory(parse_inventory(config.inventory.file), {}, config.images.default))
     service = DHCPService(config.dhcp, config.server, model, BootResolver(config, model),
-                          config.server.state_dir / "leases", reactor=reactor)
+                          config.server.state_dir / "leases", reactor=reactor, pair=config.pair)
 
     def start():
         service.startService()

@@ -63,6 +63,15 @@ def veth(a: Netns, a_if: str, b: Netns, b_if: str, a_mac: str | None = None,
     b.ip("link", "set", b_if, "up")
 
 
+def bridge(switch: Netns, ports: list[tuple[Netns, str, str]]) -> None:
+    """A bridge br0 in ``switch`` joining each (namespace, its interface, switch's port) by a veth."""
+    switch.ip("link", "add", "br0", "type", "bridge")
+    switch.ip("link", "set", "br0", "up")
+    for ns, inner, outer in ports:
+        veth(ns, inner, switch, outer)
+        switch.ip("link", "set", outer, "master", "br0")
+
+
 @contextlib.contextmanager
 def namespaces(*prefixes: str):
     """Yield fresh namespaces; always delete them (and so their veths) afterwards."""

@@ -26,14 +26,6 @@ inventory:
 """
 
 
-@pytest.fixture
-def site(tmp_path):
-    for name in ("images", "tftp", "state"):
-        (tmp_path / name).mkdir()
-    (tmp_path / "inventory.yaml").write_text("devices: []\n")
-    return tmp_path
-
-
 def write(site: Path, text: str) -> Path:
     path = site / "bootserverd.yaml"
     path.write_text(text)
