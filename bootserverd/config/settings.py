@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import warnings
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -51,6 +52,26 @@ def _window(value: Any) -> str:
 def _listen(default: str) -> Any:
     host, port = default.rsplit(":", 1)
     return field(default=Listen(host, int(port)), metadata={"parse": parse_listen})
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(b|bit|byte|bytes)?(?:/s)?\s*$", re.IGNORECASE)
+_SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def parse_rate(value: Any, ctx: Context | None = None) -> float:
+    """Bytes per second from 40000000, "40MB/s", "300Mbit/s" or "0" (no limit)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a rate like \"40MB/s\" or \"300Mbit/s\" (0: no limit), not {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"must not be negative, not {value!r}")
+        return float(value)
+    m = _RATE.match(str(value))
+    if not m:
+        raise ValueError(f"must be a rate like \"40MB/s\" or \"300Mbit/s\" (0: no limit), not {value!r}")
+    number, prefix, unit = float(m.group(1)), m.group(2).lower(), (m.group(3) or "B")
+    bits = unit.lower() == "bit" or unit == "b"
+    return number * _SCALE[prefix] / (8 if bits else 1)
 
 
 def parse_pool(value: Any, ctx: Context) -> tuple[tuple[IPv4Address, IPv4Address], ...]:
@@ -152,6 +173,9 @@ class HttpConfig:
     diff_prebuild_window: str | None = field(default=None, metadata={"parse": lambda v, ctx: _window(v)})
     # who may see the status page (/ and /ui/...): CIDRs; None: loopback and the DHCP subnets
     ui_allow: tuple[IPv4Network, ...] | None = None
+    # image, diff and zsync downloads (laptop updates) together, bytes/s ("40MB/s", "300Mbit/s");
+    # boot traffic (kernels, NBD, TFTP) never waits for it; 0: no limit
+    update_rate: float = field(default=40e6, metadata={"parse": parse_rate})
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,13 @@ class FileSender:
     """Range/ETag handling + streaming for any open file."""
 
     def __init__(self, reactor, on_transfer: Callable[[TransferRecord], None], stall_timeout: float,
-                 allow_sendfile: bool = True):
+                 allow_sendfile: bool = True, bucket=None):
+        """``bucket``: the bandwidth share its transfers draw from (services/http/bucket.py)."""
         self.reactor = reactor
         self.on_transfer = on_transfer
         self.stall_timeout = stall_timeout
         self.allow_sendfile = allow_sendfile
+        self.bucket = bucket
 
     def send(self, request, file, *, etag: str | None = None, content_type: bytes = OCTETS,
              cache: bytes | None = None):
@@ -83,7 +85,7 @@ class FileSender:
                                 status=decision.status, start=start, length=length,
                                 size=size, parts=len(decision.parts))
         FileBody(request, file, record, self.reactor, self.on_transfer, self.stall_timeout,
-                 self.allow_sendfile).start()
+                 self.allow_sendfile, self.bucket).start()
         return NOT_DONE_YET
 
 

@@ -23,6 +23,7 @@ from bootserverd.ops.metrics import Metrics
 from bootserverd.ops.transfers import TransferLedger
 from bootserverd.model.objects import normalize_mac
 from bootserverd.model.rollout import release_of
+from services.http.bucket import TokenBucket
 from services.http.devices import DeviceResource
 from services.http.diffs import DiffResource
 from services.http.files import BootFileResource, FileSender, ImageResource
@@ -143,13 +144,18 @@ class HTTPService(Service):
         self.ledger = TransferLedger("http", metrics, on_transfer)   # on_transfer: the boot report
         self.ledger.outcomes.update(done=0, aborted=0, stalled=0)   # /status shows them from the start
         self.sender = FileSender(reactor, self._transfer_done, config.stall_timeout, config.sendfile)
+        # laptop updates (images, diffs, zsync) share http.update_rate; boot files never wait
+        self.updates = TokenBucket(config.update_rate)
+        self.update_sender = FileSender(reactor, self._transfer_done, config.stall_timeout, config.sendfile,
+                                        self.updates)
         self.boot_resource = BootFileResource(boot_files, self.sender)
         self.metrics_resource = MetricsResource(metrics)
         self.diffs = DiffCache(self.state_dir / "diffs", images, reactor, workers=config.diff_workers,
                                block_size=config.diff_block_size, nice=config.diff_nice,
                                max_bytes=config.diff_cache_max_bytes, metrics=metrics)
-        self.image_resource = ImageResource(images, self.sender, self.release_state, zsync=self.diffs.lookup_zsync)
-        self.diff_resource = DiffResource(self.diffs, self.sender)
+        self.image_resource = ImageResource(images, self.update_sender, self.release_state,
+                                            zsync=self.diffs.lookup_zsync)
+        self.diff_resource = DiffResource(self.diffs, self.update_sender)
         self.device_resource = DeviceResource(model, images, self.diffs, resolver.http_base,
                                               self.state_dir / "device-reports.json", reactor)
         self.diffs.demand = self.device_resource.demand     # eviction keeps what devices need

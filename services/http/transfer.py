@@ -7,7 +7,9 @@ Two ways, chosen per response:
 - ``copy``: otherwise a push producer reads ``CHUNK`` bytes at a time (``pread``) and writes
   them through Twisted, which pauses it while the socket buffer is full.
 Either way a transfer that makes no progress for ``stall_timeout`` seconds is aborted, and
-one ``TransferRecord`` is reported at the end (done, aborted or stalled).
+one ``TransferRecord`` is reported at the end (done, aborted or stalled). A laptop update's
+transfer also takes its bytes from the updates' shared bucket (services/http/bucket.py) and
+waits, off the reactor's lists, while it is empty.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from twisted.web.http import RESPONSES
 from zope.interface import implementer
 
 from bootserverd.ops.transfers import Transfer
+
+from .bucket import TokenBucket
 
 CHUNK = 1 << 20                 # copy path: bytes per write
 SENDFILE_SLICE = 4 << 20        # sendfile path: at most this much per reactor turn (fairness)
@@ -135,8 +139,10 @@ class FileBody:
 
     def __init__(self, request, file, record: TransferRecord, reactor,
                  on_done: Callable[[TransferRecord], None], stall_timeout: float = 60.0,
-                 allow_sendfile: bool = True):
+                 allow_sendfile: bool = True, bucket: TokenBucket | None = None):
+        """``bucket``: the share this transfer draws from (None: it never waits)."""
         self.request = request
+        self.bucket = bucket if bucket is not None and bucket.limited else None
         self.file = file
         self.record = record
         self.reactor = reactor
@@ -149,6 +155,8 @@ class FileBody:
         self._finished = False
         self._writer = None
         self._stall = None
+        self._wake = None            # the call that ends a wait for the bucket
+        self._reserved = 0           # bytes the bucket granted for after that wait
 
     def start(self) -> None:
         self.request.notifyFinish().addErrback(lambda _: self._end("aborted", finish=False))
@@ -188,8 +196,13 @@ class FileBody:
 
     def resumeProducing(self) -> None:
         self._paused = False
+        if self._wake is not None:
+            return                    # waiting for the bucket: the wake goes on
         while not self._paused and self.remaining > 0 and not self._finished:
-            data = self.file.read(self.offset, min(CHUNK, self.remaining))
+            want = self.allowance(min(CHUNK, self.remaining), self.resumeProducing)
+            if want is None:
+                return
+            data = self.file.read(self.offset, want)
             if not data:                      # the file shrank under us: cannot keep the promise
                 self._end("aborted", finish=False)
                 self.request.channel.transport.loseConnection()
@@ -206,6 +219,37 @@ class FileBody:
     def stopProducing(self) -> None:
         self._end("aborted", finish=False)
 
+    # -- the updates' bandwidth share --
+    def allowance(self, want: int, then: Callable[[], None]) -> int | None:
+        """Bytes to send now (at most ``want``), or None: ``then`` is called when the bucket
+        has granted this transfer its next bytes."""
+        if self.bucket is None:
+            return want
+        if self._reserved:
+            granted, self._reserved = self._reserved, 0
+        else:
+            granted, wait = self.bucket.grant(self.reactor.seconds(), want)
+            if wait > 0:
+                self._reserved = granted
+                self._wake = self.reactor.callLater(wait, self._woken, then)
+                return None
+        if granted > want:
+            self.bucket.refund(granted - want)
+        return min(granted, want)
+
+    def _woken(self, then: Callable[[], None]) -> None:
+        self._wake = None
+        if not self._finished:
+            then()
+
+    def _cancel_wake(self) -> None:
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
+        self._wake = None
+        if self._reserved:
+            self.bucket.refund(self._reserved)
+            self._reserved = 0
+
     # -- sendfile path --
     def sent(self, count: int) -> None:
         self.offset += count
@@ -219,6 +263,7 @@ class FileBody:
         if self._finished:
             return
         self._finished = True
+        self._cancel_wake()
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         if self._writer is not None:
@@ -257,6 +302,11 @@ class _SendfileWriter:
             while self.pending:
                 n = os.write(self.fd, self.pending)
                 self.pending = self.pending[n:]
+            if body.bucket is not None:
+                budget = body.allowance(min(budget, body.remaining), self._resume_writing)
+                if budget is None:       # off the reactor's writers until then
+                    body.reactor.removeWriter(self)
+                    return None
             source = body.file.fileno()
             while budget > 0 and body.remaining > 0 and not self.closed:
                 n = os.sendfile(self.fd, source, body.offset, min(budget, body.remaining))
@@ -266,12 +316,18 @@ class _SendfileWriter:
                 budget -= n
                 body.sent(n)
         except BlockingIOError:
-            return None
+            pass
         except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EINTR):
+            if exc.errno not in (errno.EAGAIN, errno.EINTR):
+                self._fail("aborted")
                 return None
-            self._fail("aborted")
+        if budget and body.bucket is not None and not self.closed:
+            body.bucket.refund(budget)        # granted, not sent: the socket was full
         return None
+
+    def _resume_writing(self) -> None:
+        if not self.closed:
+            self.body.reactor.addWriter(self)
 
     def _fail(self, outcome: str) -> None:
         self.body._end(outcome, finish=False)

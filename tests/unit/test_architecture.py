@@ -30,7 +30,7 @@ PURE = (
     "bootserverd.images.peer",
     "bootserverd.ops.ratelimit", "bootserverd.ops.clients", "bootserverd.ops.transfers",
     "ldapsync.mapping", "ldapsync.syncstate", "ldapsync.replication", "ldapsync.syncrepl_conf",
-    "services.http.range",
+    "services.http.range", "services.http.bucket",
     "services.http.ui.access", "services.http.ui.view", "services.http.ui.html", "services.http.ui.svg",
 )
 # Modules of the protocol packages that do I/O: the Twisted adapters and their helpers.
