@@ -30,6 +30,7 @@ from bootserverd.boot.report import BootReport, LiveSession
 from bootserverd.boot.resolver import BootResolver
 from bootserverd.config import settings as configmod
 from bootserverd.images import signature
+from bootserverd.images.prewarmer import Prewarmer
 from bootserverd.images.store import ImageStore
 from bootserverd.inventory.source import InventorySource
 from bootserverd.inventory.yaml_source import YamlInventorySource
@@ -40,6 +41,7 @@ from services.dhcp import DHCPService
 from services.http.service import HTTPService
 from services.http.ui.access import allowed_networks
 from services.nbd import NBDService
+from nbd.trace import DIRNAME as NBD_TRACE_DIR
 from services.tftp import TFTPService
 
 log = Logger(namespace="bootserverd.app")
@@ -63,7 +65,9 @@ def _tftp(app: "BootServer") -> Service:
 def _nbd(app: "BootServer") -> Service:
     return NBDService(app.config.nbd, app.images, reactor=app.reactor,
                       on_transfer=app.boot_report.transfer, metrics=app.metrics,
-                      inherited=app.take_inherited_fds())
+                      inherited=app.take_inherited_fds(),
+                      trace_dir=app.config.server.state_dir / NBD_TRACE_DIR,
+                      mac_of=lambda ip: app.boot_report.mac_by_ip.get(ip))   # the dict is replaced at times
 
 
 def _http(app: "BootServer") -> Service:
@@ -120,6 +124,9 @@ class BootServer:
                                  settle_seconds=config.images.settle_seconds,
                                  rescan_interval=config.images.rescan_interval)
         self.metrics = Metrics()
+        # brings each image's boot working set into the page cache; measures residency
+        self.prewarmer = Prewarmer(config.images.prewarm, self.images, config.server.state_dir / NBD_TRACE_DIR,
+                                   reactor, metrics=self.metrics)
         # read at scrape time from whichever source runs now
         self.metrics.watch(self.metrics.directory_lag, lambda: self.source.lag_seconds())
         self.boot_report = BootReport(reactor.seconds, self._live_nbd_sessions,
@@ -177,6 +184,7 @@ class BootServer:
         self.source.start(self._records_changed)
         self._unsubscribe_images = self.images.subscribe(self._images_changed)
         self._sweep.start(min(SWEEP_INTERVAL, self.config.server.boot_stall_seconds / 2), now=False)
+        self.prewarmer.start()          # subscribed before the first scan publishes the images
         ready = self.images.start()
         listening = ", ".join(f"{name} {self._where(name)}" for name in self._running)
         log.info("bootserverd started: {listening}; {n} devices known",
@@ -195,6 +203,7 @@ class BootServer:
         if nbd is not None:
             nbd.keep_connections = True
         self.source.stop()
+        self.prewarmer.stop()           # cancels a running prewarm
         self.images.stop()
         if self._sweep.running:
             self._sweep.stop()
@@ -213,7 +222,8 @@ class BootServer:
 
     def status_sections(self) -> dict:
         """What /status shows beside the HTTP service's own figures."""
-        sections = {"boot": self.boot_report.status(), "directory": self.source.status()}
+        sections = {"boot": self.boot_report.status(), "directory": self.source.status(),
+                    "prewarm": self.prewarmer.status()}
         for name, service in self._running.items():
             if name != "http":
                 sections[name] = service.status()
@@ -269,6 +279,7 @@ class BootServer:
             self.model.update(server_image=new.images.default)
         yield self.images.reconfigure(new.images.dir, new.server.state_dir, new.images.settle_seconds,
                                       new.images.rescan_interval)
+        self.prewarmer.reconfigure(new.images.prewarm, new.server.state_dir / NBD_TRACE_DIR)
         for spec in self.available:
             yield self._apply(spec, old, new)
         log.info("SIGHUP: configuration {path} re-read", path=str(new.path))

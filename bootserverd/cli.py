@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
         if name == "selftest":
             sub.add_argument("--interface", metavar="IF", help="where to send the DHCP DISCOVER "
                              "(default: the first of dhcp.interfaces)")
+    trace = commands.add_parser("trace", help="recorded NBD sessions (nbd.trace in the config)")
+    what = trace.add_subparsers(dest="trace_command", required=True)
+    for name, text in (("list", "one line per recorded session, oldest first"),
+                       ("show", "one trace: its requests, or --summary")):
+        sub = what.add_parser(name, help=text)
+        sub.add_argument("--config", "-c", type=Path, default=configmod.DEFAULT_PATH,
+                         help=f"config file (default {configmod.DEFAULT_PATH})")
+        if name == "show":
+            sub.add_argument("name", help="a trace's file name (or a unique prefix of it) from `trace list`")
+            sub.add_argument("--summary", action="store_true", help="totals: requests, MB read, distinct MB")
     return parser
 
 
@@ -61,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         return selftest(config, args.interface)
     if args.command == "populate-tftp":
         return populate_tftp(config)
+    if args.command == "trace":
+        from bootserverd.tools import trace
+        if args.trace_command == "list":
+            return trace.list_traces(config.server.state_dir)
+        return trace.show_trace(config.server.state_dir, args.name, args.summary)
     return run(config)
 
 

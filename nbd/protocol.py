@@ -51,6 +51,7 @@ class NBDServerProtocol(Protocol):
         self.in_pos = 0                     # bytes of the client's stream read so far
         self.inflight: InflightLog | None = None   # kept connections: what a crash would leave
         self.started = 0.0
+        self.trace = None          # an nbd.trace.Recorder when this session is recorded (nbd.tracefile)
         self._timer = None
 
     @property
@@ -154,6 +155,8 @@ class NBDServerProtocol(Protocol):
             log.warn("NBD {client}: {error}; disconnecting", client=self.client, error=e)
             return self._abort(f"protocol error: {e}")
         self.requests += len(reqs)
+        if self.trace is not None:
+            self.trace.add(self.factory.clock.seconds() - self.started, reqs)
         self.answers.add(self.tx.handle(*r) for r in reqs)
         if inflight is not None:
             self._settle(inflight)

@@ -20,6 +20,7 @@ import os
 import socket
 import stat
 from collections.abc import Callable
+from pathlib import Path
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -40,6 +41,7 @@ from nbd.handover import (BadState, Handover, KeptFiles, Resumed, SessionState, 
                           is_connection_group, is_file_group)
 from nbd.listener import NBDFactory, file_id, open_export
 from nbd.protocol import NBDServerProtocol
+from nbd.tracefile import Tracing, rules_of
 from nbd.transmission import SessionRecord, Transmission
 
 log = Logger(namespace="bootserverd.nbd")
@@ -54,9 +56,12 @@ class NBDService(Service):
 
     def __init__(self, config: NbdConfig, images: Images, reactor=None,
                  on_transfer: Callable[[Transfer], None] | None = None,
-                 metrics: Metrics | None = None, inherited: dict[str, list[int]] | None = None) -> None:
+                 metrics: Metrics | None = None, inherited: dict[str, list[int]] | None = None,
+                 trace_dir: Path | None = None, mac_of: Callable[[str], str | None] | None = None) -> None:
         """``inherited``: the fds systemd handed back to this process (ops.sdnotify.inherited_fds);
-        the service adopts those named ``nbd-…`` and closes the rest of them it was given."""
+        the service adopts those named ``nbd-…`` and closes the rest of them it was given.
+        ``trace_dir``: where recorded sessions go (nbd.trace; None: nothing is recorded);
+        ``mac_of(ip)``: the MAC leased that IP, for nbd.trace.devices given as MACs."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -79,6 +84,7 @@ class NBDService(Service):
         self.port = None
         self._counted = 0                # payload bytes already added to the metrics counter
         self._unsubscribe = None
+        self.tracing = Tracing(rules_of(config.trace), trace_dir, reactor, mac_of)
 
     def _count_sent(self) -> None:
         """Before a scrape: add what was sent since the last one to bootserverd_sent_bytes."""
@@ -124,6 +130,7 @@ class NBDService(Service):
         self.factory.handshake_timeout = config.handshake_timeout
         self.factory.admission.max_connections = config.max_connections
         self.factory.admission.max_per_client = config.max_connections_per_client
+        self.tracing.reconfigure(rules_of(config.trace))
         old_listen, self.config = self.config.listen, config
         if config.listen != old_listen and self.port is not None:
             old_port = self.port
@@ -134,6 +141,7 @@ class NBDService(Service):
 
     def stopService(self):
         super().stopService()
+        self.tracing.stop(self.factory.connections)     # open sessions' traces, written now
         handing_over = None
         if self.keep_connections and self.fd_store:
             handing_over = self._hand_over()
@@ -177,6 +185,7 @@ class NBDService(Service):
 
     def _attached(self, p: NBDServerProtocol) -> None:
         """A connection entered transmission: keep it (and its image file) in the store."""
+        self.tracing.attach(p)
         if not self.fd_store:
             return
         self._serial += 1
@@ -217,6 +226,7 @@ class NBDService(Service):
                 os.close(fd)
 
     def _closed(self, p: NBDServerProtocol) -> None:
+        self.tracing.finish(p)
         if p.fd_group is not None:
             sdnotify.remove_fds(p.fd_group)   # else the store's copy keeps the client connected
             if self.files.release(p.export.file):

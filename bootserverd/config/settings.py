@@ -124,12 +124,31 @@ class ServerConfig:
     booted_after_seconds: float = field(default=30.0, metadata={"min": 0.0, "max": 86400.0})
 
 
+def _time_of_day(value: Any) -> str | None:
+    from bootserverd.images.prewarm import parse_at
+    if value is None:
+        return None
+    parse_at(str(value))                   # raises ValueError with the reason
+    return str(value).strip()
+
+
+@dataclass(frozen=True)
+class PrewarmConfig:
+    """images.prewarm: bring each image's boot working set into the page cache (docs/images.md)."""
+    enabled: bool = True
+    at: str | None = field(default="06:30", metadata={"parse": lambda v, ctx: _time_of_day(v)})
+    max_share: float = field(default=0.5, metadata={"min": 0.0, "max": 0.95})
+    max_seconds: float = field(default=900.0, metadata={"min": 1.0, "max": 86400.0})
+    residency_interval: float = field(default=60.0, metadata={"min": 1.0, "max": 86400.0})
+
+
 @dataclass(frozen=True)
 class ImagesConfig:
     dir: Path = field(default=Path("/srv/bootserverd/images"), metadata={"must_exist": "dir"})
     default: str | None = None
     rescan_interval: float = field(default=60.0, metadata={"min": 1.0, "max": 86400.0})
     settle_seconds: float = field(default=2.0, metadata={"min": 0.0, "max": 3600.0})
+    prewarm: PrewarmConfig = PrewarmConfig()
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,37 @@ class TftpConfig:
     retries: int = field(default=5, metadata={"min": 1, "max": 100})
 
 
+def parse_trace_device(value: Any, ctx: Context) -> str:
+    """nbd.trace.devices[]: a MAC (normalized) or a client's IPv4 address."""
+    from bootserverd.model.objects import normalize_mac
+    text = str(value).strip()
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        pass
+    try:
+        return normalize_mac(text)
+    except ValueError:
+        raise ValueError(f"must be a MAC like 52:54:00:12:34:56 or an IPv4 address, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class NbdTraceImage:
+    image: str = field(default="", metadata={"required": True})
+    sessions: int = field(default=1, metadata={"min": 0, "max": 10000})
+
+
+@dataclass(frozen=True)
+class NbdTraceConfig:
+    """Recording of NBD sessions' requests (nbd/trace.py); off unless a device or image is named."""
+    devices: tuple[str, ...] = field(default=(), metadata={"parse": lambda v, ctx: tuple(
+        parse_trace_device(d, ctx) for d in (v if isinstance(v, list) else [] if v is None else [v]))})
+    images: tuple[NbdTraceImage, ...] = ()
+    max_requests: int = field(default=100_000, metadata={"min": 1, "max": 10_000_000})
+    keep_files: int = field(default=50, metadata={"min": 1, "max": 100_000})
+    max_seconds: float = field(default=600.0, metadata={"min": 1.0, "max": 86400.0})
+
+
 @dataclass(frozen=True)
 class NbdConfig:
     enabled: bool = True
@@ -152,6 +202,7 @@ class NbdConfig:
     max_connections: int = field(default=512, metadata={"min": 1, "max": 100000})
     max_connections_per_client: int = field(default=16, metadata={"min": 1, "max": 10000})
     handshake_timeout: float = field(default=10.0, metadata={"min": 0.1, "max": 3600.0})
+    trace: NbdTraceConfig = NbdTraceConfig()
 
 
 @dataclass(frozen=True)

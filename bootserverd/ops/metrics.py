@@ -38,6 +38,9 @@ class Metrics:
         self.image_kernel_signed = Gauge("bootserverd_image_kernel_signed", "1 if the image's kernel (by "
                                          "version) has a Secure Boot signature, else 0", ["image", "version"],
                                          registry=r)
+        self.image_resident_bytes = Gauge("bootserverd_image_resident_bytes", "Bytes of the image file in "
+                                          "the page cache (mincore), refreshed every "
+                                          "images.prewarm.residency_interval", ["image"], registry=r)
         self.diff_cache_bytes = Gauge("bootserverd_diff_cache_bytes", "Bytes of cached diffs", registry=r)
         self.diff_builds_running = Gauge("bootserverd_diff_builds_running", "Diff builders running", registry=r)
         self.diff_builds_queued = Gauge("bootserverd_diff_builds_queued", "Diff builds waiting", registry=r)

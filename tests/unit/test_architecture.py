@@ -24,10 +24,11 @@ PURE = (
     "tftp.codec", "tftp.session", "tftp.admission", "tftp.netascii",
     "nbd.codec", "nbd.handshake", "nbd.transmission", "nbd.admission", "nbd.exports", "nbd.handover",
     "nbd.inflight",
+    "nbd.trace",
     "bootserverd.model.objects", "bootserverd.model.snapshot", "bootserverd.model.rollout",
     "bootserverd.model.validate",
     "bootserverd.boot.report", "bootserverd.boot.stages", "bootserverd.images.signature",
-    "bootserverd.images.peer",
+    "bootserverd.images.peer", "bootserverd.images.prewarm", "bootserverd.images.squashfs_layout",
     "bootserverd.ops.ratelimit", "bootserverd.ops.clients", "bootserverd.ops.transfers",
     "ldapsync.mapping", "ldapsync.syncstate", "ldapsync.replication", "ldapsync.syncrepl_conf",
     "services.http.range", "services.http.bucket",
@@ -35,7 +36,7 @@ PURE = (
 )
 # Modules of the protocol packages that do I/O: the Twisted adapters and their helpers.
 PROTOCOL_IO = {"dhcp.protocol", "dhcp.netif", "dhcp.icmp", "dhcp.journal", "dhcp.watch", "tftp.protocol", "tftp.transfer",
-               "nbd.protocol", "nbd.listener", "nbd.sender", "nbd.tcpstate"}
+               "nbd.protocol", "nbd.listener", "nbd.sender", "nbd.tcpstate", "nbd.tracefile"}
 
 BLOCKER = """
 import sys
