@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--max-blksize", type=int, default=1468)
     ap.add_argument("--max-windowsize", type=int, default=64)
-    ap.add_argument("--max-transfers", type=int, default=256)
+    ap.add_argument("--max-transfers", type=int, default=1024)   # TftpConfig's default
     ap.add_argument("--max-per-client", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=1.0)
     ap.add_argument("--retries", type=int, default=5)
