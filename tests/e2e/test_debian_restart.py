@@ -112,8 +112,8 @@ def restart_under_reading(lab: BootLab, guest: Qemu, sig: int, pause: float) -> 
     stall = lab.daemon.restart(sig, pause=pause)
     ready = signalled + stall
     after = rounds(guest, since=ready, count=ROUNDS_AFTER, timeout=120)
-    # after a kill -9, a request read and not yet answered is lost: the kernel, without a timeout,
-    # waits for it ("Possible stuck request" every 30 s): docs/reliability.md. Rare at TCG pace.
+    # after a kill -9 the new process answers what the dead one had read and not answered
+    # (nbd/inflight.py): the kernel, which has no timeout, would otherwise wait for ever
     assert not errors(guest), "\n".join(errors(guest)) + "\n\n" + explain(lab, guest)
     assert len(after) >= ROUNDS_AFTER, explain(lab, guest)
     assert after[0].number > before[-1].number and after[-1].bytes > before[-1].bytes
