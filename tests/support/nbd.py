@@ -240,6 +240,7 @@ def main() -> None:
     ap.add_argument("--max-per-client", type=int, default=64)
     ap.add_argument("--handshake-timeout", type=float, default=10.0)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1", help="listen address (the storm benchmark's namespaces)")
     ap.add_argument("--quiet", action="store_true", help="warnings only (benchmark)")
     ap.add_argument("--observe", action="store_true", help="metrics, and /metrics and /sessions over HTTP")
     args = ap.parse_args()
@@ -255,7 +256,7 @@ def main() -> None:
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
         textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])],
         redirectStandardIO=False)
-    config = NbdConfig(listen=Listen("127.0.0.1", args.port),
+    config = NbdConfig(listen=Listen(args.host, args.port),
                        max_connections=args.max_connections,
                        max_connections_per_client=args.max_per_client,
                        handshake_timeout=args.handshake_timeout)
