@@ -1,2 +1,3 @@
 """bootserverd-client: what the machines that boot from bootserverd run (the laptop image
-updater). Standard library only; imports nothing of the server."""
+updater, the NBD root's reconnect helper). Standard library only, but for pyroute2 (the
+helper's netlink); imports nothing of the server."""

@@ -32,3 +32,11 @@ def lab(tmp_path, tiny, request):
     from tests.e2e.harness import BootLab
     with BootLab(tmp_path, tiny.path, tiny.name, boot=getattr(request, "param", None)) as lab:
         yield lab
+
+
+@pytest.fixture
+def machine_lock():
+    """Holds /tmp/bootserverd-bench.lock for the test: one qemu or benchmark at a time."""
+    from tests.e2e.harness import machine_lock as hold
+    with hold():
+        yield

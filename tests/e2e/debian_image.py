@@ -9,7 +9,9 @@ initramfs: klibc ``ipconfig`` (``ip=dhcp``), nbd-client's ``local-top/nbd`` (``n
 a squashfs root mounted read-only; bootserverd-client's pieces add the nbd/squashfs/overlay
 modules (its hook), wait for the link before DHCP (``init-premount/bootserverd-link``) and put
 a tmpfs upper layer on the root (``local-bottom/bootserverd-overlay``) so systemd has a
-writable root. A unit wanted by multi-user.target prints
+writable root; its ``bootserverd-nbd-reconnect.service`` (enabled, wanted by sysinit.target)
+keeps the root's NBD connection: dead-connection timeout, a new connection when the server is
+back (tests/e2e/test_debian_reconnect.py). A unit wanted by multi-user.target prints
 
     BOOTSERVERD-E2E-MARKER hostname=<DHCP option 12> version=<from /etc/image-version> multi-user=active
 
@@ -19,8 +21,9 @@ second unit reads files of the squashfs root without end, caches dropped each ro
 ``E2E-READER error <what>`` on a failed read (tests/e2e/test_debian_restart.py restarts the
 server under it). The squashfs uses docs/images.md's settings. The cache entry is keyed
 by this file's recipe, the minbase tarball, the package versions apt would install and the
-bootserverd-client package's inputs (debs.client_key); it is built in a temporary directory
-next to it and renamed into place.
+bootserverd-client package's inputs (debs.client_key: bootserverd_client/, client/ and the
+packaging, so a change in the reconnect helper's sources is a new image); it is built in a
+temporary directory next to it and renamed into place.
 
     python tests/e2e/debian_image.py         # prints the image path
 """
@@ -69,6 +72,8 @@ FAILURES = ("Kernel panic", "ALERT!", "Dropping to a shell", "emergency mode", "
 INITRAMFS_CONF = """\
 MODULES=netboot
 """
+# the units of bootserverd-client that must be enabled in the image (checked before it is squashed)
+ENABLED = ("sysinit.target.wants/bootserverd-nbd-reconnect.service",)
 # what bootserverd-client must have put into the initrd (checked before the image is squashed)
 IN_INITRD = ("scripts/init-premount/bootserverd-link", "scripts/local-bottom/bootserverd-overlay",
              "/kernel/fs/overlayfs/overlay.ko", "/kernel/fs/squashfs/squashfs.ko", "/kernel/drivers/block/nbd.ko")
@@ -166,9 +171,9 @@ def _key() -> str:
     base = minbase_tarball()
     st = base.stat()
     # the recipe, not the whole file: a new failure pattern must not cost a rebuild
-    recipe = [PACKAGES, SOURCES, MKSQUASHFS, INITRAMFS_CONF, IN_INITRD, MARKER_SCRIPT, MARKER_UNIT, READER_SCRIPT,
+    recipe = [PACKAGES, SOURCES, MKSQUASHFS, INITRAMFS_CONF, IN_INITRD, ENABLED, MARKER_SCRIPT, MARKER_UNIT, READER_SCRIPT,
               READER_UNIT, VERSION,
-              *(inspect.getsource(f) for f in (_build, _prepare, _finish, _check_initrd))]
+              *(inspect.getsource(f) for f in (_build, _prepare, _finish, _check_initrd, _check_enabled))]
     # JSON, not repr: the memo hands back lists where a fresh answer has tuples
     text = json.dumps([versions, st.st_size, st.st_mtime_ns, debs.client_key(), recipe])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -209,6 +214,7 @@ def _build(target: Path) -> None:
                            " && systemctl mask systemd-firstboot.service"
                            " && apt-get clean")
             _check_initrd(root)
+            _check_enabled(root)
         _finish(root)
         partial = work / "image.partial"
         subprocess.run(["mksquashfs", str(root), str(partial), *MKSQUASHFS, "-quiet", "-no-progress"],
@@ -249,6 +255,13 @@ def _check_initrd(root: Path) -> None:
     if listing.returncode != 0 or missing:
         raise RuntimeError(f"the image's initrd lacks {missing} (lsinitramfs exit {listing.returncode}): "
                            f"{listing.stderr[-2000:]}")
+
+
+def _check_enabled(root: Path) -> None:
+    """bootserverd-client's units are enabled (the package's postinst in the chroot did it)."""
+    missing = [link for link in ENABLED if not (root / "etc/systemd/system" / link).is_symlink()]
+    if missing:
+        raise RuntimeError(f"not enabled in the image: {missing}")
 
 
 def _finish(root: Path) -> None:

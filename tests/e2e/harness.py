@@ -10,6 +10,8 @@ store: tests/support/supervisor.py), so a test can restart it under a running gu
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import queue
 import shutil
@@ -40,6 +42,26 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 OVMF_CODE_SB = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
 OVMF_VARS_SB = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 KERNEL_ARGS = "console=ttyS0,115200 panic=-1"
+
+
+MACHINE_LOCK = "/tmp/bootserverd-bench.lock"
+LOCK_WAIT = 1800                   # s: another engineer's benchmark may hold the machine
+
+
+@contextlib.contextmanager
+def machine_lock():
+    """One qemu (or benchmark) at a time on this 2-core machine: hold the shared lock meanwhile."""
+    with open(MACHINE_LOCK, "w") as lock:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{MACHINE_LOCK} still held after {LOCK_WAIT} s") from None
+                time.sleep(1)
+        yield
 
 
 def _daemon_argv(ns: Netns, config: Path) -> list[str]:

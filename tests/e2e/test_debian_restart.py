@@ -19,18 +19,18 @@ import itertools
 import re
 import signal
 import time
-from dataclasses import dataclass
 
 import pytest
 
 from tests.e2e.debian_image import FAILURES, MARKER, READER, debian_image
+from tests.e2e import reader
 from tests.e2e.harness import KERNEL_ARGS, BootLab, Qemu
+from tests.e2e.reader import Round, parse
 
 # what the guest's console must never show: the reader's failures and the kernel's about the root
 ERRORS = (f"{READER} error", "I/O error", "Input/output error", "SQUASHFS error", "Dead connection",
           "Receive control failed", "Send control failed", "Unexpected reply", "Possible stuck request",
           "Connection timed out", "Kernel panic")
-OK = re.compile(rf"{READER} ok (\d+) (\d+) longest_read_ms=(\d+)")
 ROUNDS_AFTER = 10          # reader rounds (~0.5 s each) that must follow a restart
 
 
@@ -53,35 +53,12 @@ def client(tmp_path_factory, image):
         yield lab, guest
 
 
-@dataclass
-class Round:
-    at: float            # host monotonic time the line arrived
-    number: int
-    bytes: int
-    longest_ms: int      # the longest single file read of the round (guest clock)
-
-
-def parse(guest: Qemu) -> list[Round]:
-    found = []
-    for at, line in list(guest.stamped):
-        if m := OK.search(line):
-            found.append(Round(at, int(m[1]), int(m[2]), int(m[3])))
-    return found
-
-
 def errors(guest: Qemu) -> list[str]:
     return [line for _, line in list(guest.stamped) if any(e in line for e in ERRORS)]
 
 
 def rounds(guest: Qemu, since: float, count: int, timeout: float) -> list[Round]:
-    """The reader's rounds reported after ``since``, once ``count`` of them came (or an error
-    showed, or qemu ended, or ``timeout`` passed: then fewer)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        after = [r for r in parse(guest) if r.at > since]
-        if len(after) >= count or errors(guest) or guest.proc.poll() is not None or time.monotonic() > deadline:
-            return after
-        time.sleep(0.2)
+    return reader.rounds(guest, since, count, timeout, errors)
 
 
 def explain(lab: BootLab, guest: Qemu) -> str:

@@ -15,7 +15,6 @@ Holds /tmp/bootserverd-bench.lock while qemu runs (one qemu at a time on this ma
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 import shutil
 import subprocess
@@ -39,29 +38,12 @@ from tests.support.netns import Netns, veth
 # Only the HTTP boot entries stay (Debian's OVMF 2022.11 reads these two; it has no IPv6Support knob).
 HTTP_ONLY = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
              "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no"]
-LOCK = "/tmp/bootserverd-bench.lock"
-LOCK_WAIT = 1800                    # s: another engineer's benchmark may hold the machine
 URL = f"http://{SERVER_IP}:8080/tftp/ipxe.efi"
 TFTP = re.compile(r"TFTP 10\.47\.0\.\d+:\d+ ")
 
 
 @pytest.fixture
-def qemu_lock():
-    with open(LOCK, "w") as lock:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{LOCK} still held after {LOCK_WAIT} s")
-                time.sleep(1)
-        yield
-
-
-@pytest.fixture
-def lab(tmp_path, tiny, qemu_lock):
+def lab(tmp_path, tiny, machine_lock):
     with BootLab(tmp_path, tiny.path, tiny.name) as lab:      # package defaults: efi64 = shimx64.efi
         yield lab
 

@@ -8,29 +8,19 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 
 from tests.support.config import write_config
 from tests.support.dhcp_lab import ROOT, PY
+from tests.support.keepalived import holds, keepalived_argv, keepalived_conf, seconds_until as wait
 from tests.support.netns import bridge, namespaces
 
-EXAMPLE = ROOT / "etc" / "keepalived.conf.example"
 A_IP, B_IP, VIP = "10.60.0.2", "10.60.0.3", "10.60.0.1"
 
 
-def keepalived_conf(priority: int) -> str:
-    text = EXAMPLE.read_text()
-    for old, new in (("interface eth0", "interface s0"), ("dev eth0", "dev s0"),
-                     ("10.0.0.1/24", f"{VIP}/24"), ("priority 150", f"priority {priority}")):
-        assert old in text, old           # the example keeps the lines this test adapts
-        text = text.replace(old, new)
-    return text
-
-
 def holds_vip(ns) -> bool:
-    return f" {VIP}/24 " in ns.run(["ip", "-o", "-4", "addr", "show", "dev", "s0"]).stdout
+    return holds(ns, "s0", VIP)
 
 
 def served_by(client) -> str | None:
@@ -43,16 +33,6 @@ def peer_of(ns) -> dict:
     """The /status peer section of the daemon in `ns`."""
     r = ns.run(["curl", "-sf", "-m", "1", "http://127.0.0.1:8080/status"], timeout=5)
     return json.loads(r.stdout)["peer"] if r.returncode == 0 else {}
-
-
-def wait(predicate, seconds: float) -> float | None:
-    """Seconds until predicate() holds (polled every 0.1 s), None if it did not in time."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    return None
 
 
 @pytest.fixture
@@ -79,11 +59,9 @@ def pair(tmp_path):
                                                     str(own)], cwd=ROOT, stdout=own_log,
                                                    stderr=subprocess.STDOUT)
                 conf = tmp_path / f"keepalived-{name}.conf"
-                conf.write_text(keepalived_conf(priority))
+                conf.write_text(keepalived_conf("s0", VIP, priority))
                 procs[f"keepalived-{name}"] = ns.popen(
-                    ["keepalived", "-n", "-l", "-P", "-f", str(conf),
-                     "-p", str(tmp_path / f"ka-{name}.pid"), "-r", str(tmp_path / f"kv-{name}.pid"),
-                     "-c", str(tmp_path / f"kc-{name}.pid")],
+                    keepalived_argv(conf, tmp_path, name),
                     stdout=open(tmp_path / f"keepalived-{name}.log", "w"), stderr=subprocess.STDOUT)
             yield ka, kb, cl, procs, tmp_path
         finally:
