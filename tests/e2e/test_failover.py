@@ -7,8 +7,10 @@ and tracking /healthz. The real Debian image boots from whichever holds the addr
 starts first), its root on NBD through the service address, bootserverd-client's reconnect
 helper resident, the image's reader on. Then A dies — its daemon and its keepalived, by their
 PIDs: the address moves to B, the guest's kernel holds its I/O, the helper reconnects to the
-service address, now B — and the guest must read on without one error. A second PC then boots
-from B alone.
+service address, now B — and the guest must read on without one error. Meanwhile 200 scripted
+DHCP clients (tests/support/dhcp_pair.py, on the client's bridge) get leases from both servers,
+A dying when 80 are bound, then rebind: none gets an address another holds, all keep theirs
+from B. A second PC then boots from B alone.
 
 Slow (two TCG boots of the Debian image, ~5 min): `make e2e`. Holds /tmp/bootserverd-bench.lock.
 """
@@ -16,17 +18,19 @@ Slow (two TCG boots of the Debian image, ~5 min): `make e2e`. Holds /tmp/bootser
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.e2e.debian_image import FAILURES, MARKER, READER, debian_image
-from tests.e2e.harness import DEVICE_MAC, HOSTNAME, KERNEL_ARGS, BootLab, NsDaemon, Qemu, machine_lock
+from tests.e2e.harness import DEVICE_MAC, HOSTNAME, KERNEL_ARGS, REPO, BootLab, NsDaemon, Qemu, machine_lock
 from tests.support.config import write_config
 from tests.support.keepalived import holds, keepalived_argv, keepalived_conf, seconds_until as wait
 from tests.support.netns import Netns, veth
@@ -36,6 +40,7 @@ pytestmark = pytest.mark.slow
 A_IP, B_IP, VIP = "10.47.0.2", "10.47.0.3", "10.47.0.1"
 IFACE = "srv0"
 SECOND_MAC = "52:54:00:e2:e2:02"
+DHCP_CLIENTS = 200
 ERRORS = (f"{READER} error", "I/O error", "Input/output error", "SQUASHFS error", "Kernel panic")
 OK = re.compile(rf"{READER} ok (\d+) (\d+) longest_read_ms=(\d+)")
 
@@ -51,7 +56,7 @@ class PairLab(BootLab):
         c.ip("link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
         for ns, address, port in ((self.a, A_IP, "upa"), (self.b, B_IP, "upb")):
             veth(ns, IFACE, c, port)
-            ns.ip("addr", "add", f"{address}/24", "dev", IFACE)
+            ns.ip("addr", "add", f"{address}/22", "dev", IFACE)   # the DHCP subnet: a /22
             c.ip("link", "set", port, "master", "br0")
         for tap in ("tap0", "tap1"):
             c.ip("tuntap", "add", "dev", tap, "mode", "tap")
@@ -78,7 +83,10 @@ class PairLab(BootLab):
             nbd={"enabled": True, "listen": "0.0.0.0:10809"},
             http={"enabled": True, "listen": "0.0.0.0:8080"},
             dhcp={"enabled": True, "interfaces": [IFACE], "split": 50,
-                  "subnets": [{"network": "10.47.0.0/24", "pool": "10.47.0.100-10.47.0.150", "lease_time": 3600}]},
+                  "rogue_probe_interval": 0,
+                  # 512 addresses, 256 a server: after A's death B alone leases to the rest of
+                  # the 200 scripted clients and the second PC
+                  "subnets": [{"network": "10.47.0.0/22", "pool": "10.47.1.0-10.47.2.255", "lease_time": 600}]},
             pair={"servers": [A_IP, B_IP]},
             boot=self.boot_section)
         self.daemons: dict[str, NsDaemon] = {}
@@ -167,21 +175,48 @@ def test_the_client_reads_on_from_b_when_a_dies_and_a_second_pc_boots_from_b(lab
     found, _ = guest.wait_for((MARKER, *FAILURES), timeout=400)
     assert found == MARKER, "\n".join(line for _, line in guest.stamped[-60:]) + lab.logs()
     assert wait(lambda: len(reader_rounds(guest, 0.0)) >= 3, 180) is not None, lab.logs()
-    assert re.search(r"NBD 10\.47\.0\.\d+:\d+ connected to export", lab.daemons["a"].log()), lab.logs()
+    assert re.search(r"NBD 10\.47\.\d+\.\d+:\d+ connected to export", lab.daemons["a"].log()), lab.logs()
 
-    killed = time.monotonic()
-    lab.kill_a()
-    moved = wait(lambda: holds_vip(lab.b), 20)
-    assert moved is not None, lab.logs()
+    out = lab.tmp / "dhcp-clients.json"
+    driver = lab.client.popen([sys.executable, "-m", "tests.support.dhcp_pair", "br0", str(DHCP_CLIENTS), str(out)],
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines, killed = [], None
+    try:
+        for line in driver.stdout:             # bounded: the driver gives up after 40 s
+            lines.append(line.strip())
+            if line.startswith("bound ") and int(line.split()[1]) >= 80 and killed is None:
+                killed = time.monotonic()
+                lab.kill_a()                   # with DHCP exchanges in flight and the guest reading
+            if line.startswith(("bound-all", "bound-only")):
+                break
+        assert killed is not None and lines[-1] == "bound-all", lines
+        assert wait(lambda: holds_vip(lab.b), 20) is not None, lab.logs()
+        moved = time.monotonic() - killed     # an upper bound: checked once the first phase ended
+        driver.stdin.write("rebind\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().strip() == "done"
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    record = json.loads(out.read_text())
+    bound, rebound = record["bound"], record["rebound"]
+    guest_ip = re.search(rf"ACK (10\.47\.\d+\.\d+) to {DEVICE_MAC}", lab.daemons["a"].log() + lab.daemons["b"].log())[1]
+    addresses = [b["ip"] for b in bound.values()]
+    assert len(bound) == DHCP_CLIENTS and len(set(addresses)) == DHCP_CLIENTS and guest_ip not in addresses
+    assert record["naks"] == [] and all(rebound[mac] == {"ip": bound[mac]["ip"], "server": B_IP} for mac in bound)
+    served_by_a = sum(1 for b in bound.values() if b["server"] == A_IP)
     assert wait(lambda: len(reader_rounds(guest, killed)) >= 10 or errors(guest), 180) is not None
     assert not errors(guest), "\n".join(errors(guest)) + "\n" + "\n".join(l for _, l in guest.stamped[-60:])
     after = reader_rounds(guest, killed)
     assert len(after) >= 10, "\n".join(line for _, line in guest.stamped[-60:]) + lab.logs()
-    assert re.search(r"NBD 10\.47\.0\.\d+:\d+ connected to export", lab.daemons["b"].log()), lab.logs()
+    assert re.search(r"NBD 10\.47\.\d+\.\d+:\d+ connected to export", lab.daemons["b"].log()), lab.logs()
     window = reader_rounds(guest, killed - 5)
     gap = max(b[0] - a[0] for a, b in itertools.pairwise(window))
-    print(f"\nfailover: service address on B {moved:.1f} s after A died; longest gap between the "
-          f"guest's reader lines {gap:.1f} s; {len(after)} rounds since, 0 errors")
+    print(f"\nfailover: service address on B within {moved:.1f} s of A's death; longest gap between the "
+          f"guest's reader lines {gap:.1f} s; {len(after)} rounds since, 0 errors; {DHCP_CLIENTS} DHCP clients "
+          f"({served_by_a} from A before it died) bound once each, all rebound to B with their addresses")
 
     second = lab.boot(timeout=400, markers=(MARKER,), failures=FAILURES, mac=SECOND_MAC, memory=1024)
     assert second.marker, lab.explain(second)
