@@ -32,6 +32,7 @@ import pytest
 from tests.e2e.debian_image import FAILURES, MARKER, READER, debian_image
 from tests.e2e.harness import DEVICE_MAC, HOSTNAME, KERNEL_ARGS, REPO, BootLab, NsDaemon, Qemu, machine_lock
 from tests.support.config import write_config
+from tests.support.dhcp_pair import across_a_kill
 from tests.support.keepalived import holds, keepalived_argv, keepalived_conf, seconds_until as wait
 from tests.support.netns import Netns, veth
 
@@ -180,26 +181,12 @@ def test_the_client_reads_on_from_b_when_a_dies_and_a_second_pc_boots_from_b(lab
     out = lab.tmp / "dhcp-clients.json"
     driver = lab.client.popen([sys.executable, "-m", "tests.support.dhcp_pair", "br0", str(DHCP_CLIENTS), str(out)],
                               cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    lines, killed = [], None
-    try:
-        for line in driver.stdout:             # bounded: the driver gives up after 40 s
-            lines.append(line.strip())
-            if line.startswith("bound ") and int(line.split()[1]) >= 80 and killed is None:
-                killed = time.monotonic()
-                lab.kill_a()                   # with DHCP exchanges in flight and the guest reading
-            if line.startswith(("bound-all", "bound-only")):
-                break
-        assert killed is not None and lines[-1] == "bound-all", lines
-        assert wait(lambda: holds_vip(lab.b), 20) is not None, lab.logs()
-        moved = time.monotonic() - killed     # an upper bound: checked once the first phase ended
-        driver.stdin.write("rebind\n")
-        driver.stdin.flush()
-        assert driver.stdout.readline().strip() == "done"
-        driver.wait(30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
+    killed = []
+    lines, _ = across_a_kill(driver, lambda: (killed.append(time.monotonic()), lab.kill_a()))
+    assert killed and lines[-2:] == ["bound-all", "done"], lines
+    killed = killed[0]
+    assert wait(lambda: holds_vip(lab.b), 20) is not None, lab.logs()
+    moved = time.monotonic() - killed     # an upper bound: checked once the clients were done
     record = json.loads(out.read_text())
     bound, rebound = record["bound"], record["rebound"]
     guest_ip = re.search(rf"ACK (10\.47\.\d+\.\d+) to {DEVICE_MAC}", lab.daemons["a"].log() + lab.daemons["b"].log())[1]

@@ -15,6 +15,7 @@ import pytest
 from dhcp.journal import list_leases
 from dhcp.split import in_ranges, share
 from tests.support.dhcp_lab import PY, ROOT, Server, write_config
+from tests.support.dhcp_pair import across_a_kill
 from tests.support.netns import bridge, namespaces
 
 A_IP, B_IP, VIP = "10.50.0.2", "10.50.0.3", "10.50.0.1"
@@ -67,25 +68,9 @@ def test_split_scope_failover_200_clients(school):
     out = tmp / "clients.json"
     driver = cl.popen([PY, "-m", "tests.support.dhcp_pair", "c0", str(CLIENTS), str(out)],
                       cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    lines, killed_at = [], None
-    try:
-        for line in driver.stdout:            # bounded: the driver gives up after 40 s
-            lines.append(line.strip())
-            if line.startswith("bound ") and int(line.split()[1]) >= 80 and killed_at is None:
-                servers["a"].kill9()          # mid-run: exchanges with A are in flight
-                killed_at = int(line.split()[1])
-            if line.startswith(("bound-all", "bound-only")):
-                break
-        assert killed_at is not None, lines
-        driver.stdin.write("rebind\n")
-        driver.stdin.flush()
-        assert driver.stdout.readline().strip() == "done"
-        driver.wait(30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    assert lines[-1] == "bound-all", lines
+    lines, killed_at = across_a_kill(driver, servers["a"].kill9)   # mid-run: exchanges with A in flight
+    assert killed_at is not None and lines[-1] == "done", lines
+    assert lines[-2] == "bound-all", lines
     record = json.loads(out.read_text())
     bound, rebound = record["bound"], record["rebound"]
 

@@ -54,6 +54,30 @@ def _replies(sock, until: float):
             yield r
 
 
+def across_a_kill(driver: subprocess.Popen, kill, at: int = 80) -> tuple[list[str], int | None]:
+    """Follow a running driver (stdin and stdout pipes): ``kill()`` once ``at`` clients are
+    bound, then, phase 1 over, start phase 2 and wait for it. Returns phase 1's lines and how
+    many were bound at the kill (None: never)."""
+    lines, killed_at = [], None
+    try:
+        for line in driver.stdout:            # bounded: the driver gives up after 40 s
+            lines.append(line.strip())
+            if line.startswith("bound ") and int(line.split()[1]) >= at and killed_at is None:
+                kill()
+                killed_at = int(line.split()[1])
+            if line.startswith(("bound-all", "bound-only")):
+                break
+        driver.stdin.write("rebind\n")
+        driver.stdin.flush()
+        lines.append(driver.stdout.readline().strip())     # "done"
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    return lines, killed_at
+
+
 def main(ifname: str, count: int, out_path: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
