@@ -2,7 +2,10 @@
 Python (I/O).
 
 ``Answers`` keeps the queue of what the transmission decided (nbd.transmission actions) and
-pauses reading when too many wait, so a slow client costs a bounded queue of small tuples.
+pauses reading when too many wait, so a slow client costs a bounded queue of small tuples; it
+sends at most ``TURN_BYTES`` of one connection's answers per reactor turn, so a client with a
+deep queue of large reads (multi-conn, a copy of the export) does not hold the reactor while
+the booting clients, one small read in flight each, wait.
 ``ReplySender`` writes one reply at a time.
 
 A reply is a header, then (READ) a range of the export's file: the header goes with MSG_MORE
@@ -23,6 +26,7 @@ from typing import Callable
 from .transmission import CACHE, DISC, READ, REPLY
 
 QUEUE_HIGH, QUEUE_LOW = 256, 32   # stop reading above this many unanswered requests, resume below
+TURN_BYTES = 256 << 10             # one connection's answers per reactor turn, then the others' turn
 
 
 class ReplySender:
@@ -62,6 +66,12 @@ class ReplySender:
         if self.pending is not None:
             (offset, length), self.pending = self.pending, None
             self._sendfile(offset, length)
+
+    def yield_turn(self) -> None:
+        """Stop here until the reactor's next turn (resumeProducing when the socket is writable,
+        after the other connections' events of this turn)."""
+        self.blocked = True
+        self.transport.startWriting()
 
     def drop(self) -> int:
         """The connection is closing: forget the pending reply; 1 if there was one."""
@@ -117,10 +127,15 @@ class Answers:
 
     def pump(self) -> None:
         q, sender = self.queue, self.sender
+        turn = 0
         while q and not sender.blocked and not self.stopped:
+            if turn >= TURN_BYTES:          # a deep queue of large reads: let the others go first
+                sender.yield_turn()
+                break
             act = q.popleft()
             kind = act[0]
             if kind == READ:
+                turn += act[3]
                 sender.send(act[1], (act[2], act[3]))
             elif kind == REPLY:
                 sender.send(act[1])

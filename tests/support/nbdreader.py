@@ -15,11 +15,12 @@ from tests.support.nbd import PEER_CWD, peer_env
 # wait forever).
 PIPELINED = """
 import random, socket, sys, time, urllib.parse, nbd
-uri, path, depth, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+uri, path, depth, size, rcvbuf = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 data = open(path, "rb").read()
 u = urllib.parse.urlsplit(uri)
 sock = socket.socket()
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)   # replies wait in the server's socket
+if rcvbuf:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)   # replies wait in the server's socket
 sock.connect((u.hostname, u.port))
 h = nbd.NBD()
 h.set_export_name(u.path[1:])
@@ -52,10 +53,12 @@ except Exception as e:
 class PipelinedReader(threading.Thread):
     """Follows the reader's lines: the reads done, the longest wait, or how it failed."""
 
-    def __init__(self, uri: str, image: str, depth: int = 8, size: int = 1 << 20, prefix: tuple = ()):
-        """``prefix``: a command to run the reader under (nsenter into a namespace)."""
+    def __init__(self, uri: str, image: str, depth: int = 8, size: int = 1 << 20, prefix: tuple = (),
+                 rcvbuf: int = 16384):
+        """``prefix``: a command to run the reader under (nsenter into a namespace); ``rcvbuf``:
+        its socket's receive buffer (small: the server is mostly mid-reply; 0: the kernel's)."""
         super().__init__(daemon=True)
-        self.proc = subprocess.Popen([*prefix, "/usr/bin/python3", "-c", PIPELINED, uri, image, str(depth), str(size)],
+        self.proc = subprocess.Popen([*prefix, "/usr/bin/python3", "-c", PIPELINED, uri, image, str(depth), str(size), str(rcvbuf)],
                                      cwd=PEER_CWD, env=peer_env(), stdout=subprocess.PIPE, text=True)
         self.reads, self.longest, self.error = 0, 0.0, None
 
@@ -63,8 +66,9 @@ class PipelinedReader(threading.Thread):
         for line in self.proc.stdout:
             kind, _, rest = line.strip().partition(" ")
             if kind == "READ":
-                reads, longest = rest.split()
-                self.reads, self.longest = int(reads), float(longest)
+                if len(rest.split()) == 2:         # not a line cut short by close()
+                    reads, longest = rest.split()
+                    self.reads, self.longest = int(reads), float(longest)
             else:
                 self.error = line.strip()
 
