@@ -374,6 +374,25 @@ def main() -> int:
         return measure(args, trace_path, trace)
 
 
+def prepare(work: Path, image_src: Path, reads_list: list) -> tuple[Path, Path, Path, Path]:
+    """In ``work``: the image (a hard link to ``image_src`` under img/, so every server reads the
+    same file), the C client built, the trace's reads and each read's hash."""
+    images = work / "img"
+    images.mkdir()
+    image = images / (image_src.name if image_src.name.endswith(".img") else "storm.img")
+    try:
+        os.link(image_src, image)          # the same file for all three servers, no copy
+    except OSError:
+        shutil.copy2(image_src, image)
+    client = work / "storm_client"
+    subprocess.run(["gcc", "-O2", "-o", str(client), str(HERE / "storm_client.c")], check=True, timeout=120)
+    reads = work / "reads.txt"
+    reads.write_text("".join(f"{o} {n}\n" for o, n in reads_list))
+    hashes = work / "hashes.txt"
+    subprocess.run([str(client), "hash", str(image), str(reads), str(hashes)], check=True, timeout=600)
+    return image, client, reads, hashes
+
+
 def measure(args, trace_path: Path, trace) -> int:
     image_src = args.image or default_image(args.trace)
     counts = [int(x) for x in args.clients.split(",")]
@@ -387,20 +406,8 @@ def measure(args, trace_path: Path, trace) -> int:
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="storm-", dir="/var/tmp") as tmp:
         work = Path(tmp)
-        images = work / "img"
-        images.mkdir()
-        image = images / (image_src.name if image_src.name.endswith(".img") else "storm.img")
-        try:
-            os.link(image_src, image)          # the same file for all three servers, no copy
-        except OSError:
-            shutil.copy2(image_src, image)
-        client = work / "storm_client"
-        subprocess.run(["gcc", "-O2", "-o", str(client), str(HERE / "storm_client.c")], check=True, timeout=120)
-        reads = work / "reads.txt"
-        reads.write_text("".join(f"{o} {n}\n" for o, n in reads_list))
-        hashes = work / "hashes.txt"
+        image, client, reads, hashes = prepare(work, image_src, reads_list)
         if True:                                     # under the lock (main)
-            subprocess.run([str(client), "hash", str(image), str(reads), str(hashes)], check=True, timeout=600)
             print(f"machine: {machine()}; load average at start {open('/proc/loadavg').read().split()[:3]}", flush=True)
             print(f"trace {trace_path.name}: {len(reads_list)} reads, {per_client / 1e6:.1f} MB per client, "
                   f"{distinct / 1e6:.1f} MB distinct; image {image_src} ({st.st_size / 1e6:.0f} MB, device {device})",
