@@ -243,5 +243,7 @@ class NBDServerProtocol(Protocol):
             if self.inflight is not None:
                 self._settle(self.inflight)
 
-    def stopProducing(self) -> None:   # a pull producer: the transport never pauses us
-        self.answers.queue.clear()
+    def stopProducing(self) -> None:
+        """The connection is lost (a pull producer is never paused): answer nothing more; what
+        is left is counted by connectionLost (answers.stop) for the session's line."""
+        self.answers.stopped = True
