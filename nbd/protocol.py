@@ -14,10 +14,8 @@ A connection can also start in transmission: adopted from the systemd fd store a
 from __future__ import annotations
 
 import os
-import socket
 
 from twisted.internet import error as terror
-from twisted.internet import main
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
@@ -25,7 +23,7 @@ from . import codec as c
 from .exports import OpenExport
 from .handshake import Close, Handshake, Send, Transmit
 from .handover import Handover, Resumed, SessionState
-from .inflight import InflightLog
+from .keeper import InflightKeeper
 from .sender import Answers, ReplySender
 from .transmission import RequestParser, SessionRecord, Transmission
 
@@ -49,7 +47,7 @@ class NBDServerProtocol(Protocol):
         self.reason: str | None = None
         self.requests = 0
         self.in_pos = 0                     # bytes of the client's stream read so far
-        self.inflight: InflightLog | None = None   # kept connections: what a crash would leave
+        self.inflight: InflightKeeper | None = None   # kept connections: what a crash would leave
         self.started = 0.0
         self.trace = None          # an nbd.trace.Recorder when this session is recorded (nbd.tracefile)
         self._timer = None
@@ -148,7 +146,6 @@ class NBDServerProtocol(Protocol):
         self.in_pos += len(data)
         if self.tx is None:
             return self._run(self.handshake.feed(data))
-        inflight = self.inflight       # it has these bytes already (_read_logged)
         try:
             reqs = self.parser.feed(data)
         except c.ProtocolError as e:
@@ -158,51 +155,13 @@ class NBDServerProtocol(Protocol):
         if self.trace is not None:
             self.trace.add(self.factory.clock.seconds() - self.started, reqs)
         self.answers.add(self.tx.handle(*r) for r in reqs)
-        if inflight is not None:
-            self._settle(inflight)
-
-    def _settle(self, inflight: InflightLog) -> None:
-        """Every answer is in the socket: what was read before a request begun in part (if any)
-        needs no replay after a crash."""
-        if self.answers.drained:
-            partial = self.parser.partial()
-            if partial is not None:
-                inflight.settle(partial, self.sender.stream_pos)
+        if self.inflight is not None:
+            self.inflight.settle()
 
     def keep_inflight(self, buf) -> None:
         """From now on, log the requests read and not yet answered into ``buf`` (a memfd the fd
-        store keeps), starting from what this connection already owes."""
-        replay = self.resumed.replay if self.resumed is not None else None
-        if replay is not None:
-            self.inflight = InflightLog(buf, replay.in_base, replay.out_base, replay.logged)
-        else:
-            buffered, skip = self.parser.pending()
-            self.inflight = InflightLog(buf, self.in_pos - len(buffered), self.sender.stream_pos, buffered,
-                                        valid=not skip)
-        self._settle(self.inflight)
-        # Twisted has no hook between recv() and dataReceived: a crash there would lose bytes
-        # read and not yet logged, so this connection's reads go through _read_logged.
-        self.transport.doRead = self._read_logged
-
-    def _read_logged(self):
-        """The transport's doRead for a connection with an in-flight log: the bytes are logged
-        while still in the socket (MSG_PEEK), then taken from it, then acted upon; a crash at
-        any point leaves each byte either in the socket or in the log (nbd.inflight.plan)."""
-        sock = self.transport.socket
-        try:
-            data = sock.recv(self.transport.bufferSize, socket.MSG_PEEK)
-            if not data:
-                return main.CONNECTION_DONE
-            self.inflight.received(data)
-            taken = 0
-            while taken < len(data):
-                taken += len(sock.recv(len(data) - taken))   # queued already: never blocks
-        except BlockingIOError:
-            return None
-        except OSError:
-            return main.CONNECTION_LOST
-        self.dataReceived(data)
-        return None
+        store keeps): nbd.keeper."""
+        self.inflight = InflightKeeper(self, buf)
 
     def _run(self, actions: list) -> None:
         for act in actions:
@@ -241,7 +200,7 @@ class NBDServerProtocol(Protocol):
         if self.tx is not None:
             self.answers.pump()
             if self.inflight is not None:
-                self._settle(self.inflight)
+                self.inflight.settle()
 
     def stopProducing(self) -> None:
         """The connection is lost (a pull producer is never paused): answer nothing more; what

@@ -10,6 +10,7 @@ between. Takes /tmp/bootserverd-bench.lock itself: the machine is shared.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -121,34 +122,41 @@ def perfdhcp(ns, rate: int, seconds: int) -> dict:
             "drops": drops, "raw": text if not m else ""}
 
 
+@contextlib.contextmanager
+def served(start):
+    """(relay namespace, temp dir): a server started by ``start`` in a namespace of its own,
+    joined to the relay's by a veth pair; stopped (its PID) and both deleted afterwards."""
+    with namespaces("bsrv", "bcli") as (srv, cli), tempfile.TemporaryDirectory(dir="/var/tmp") as tmpdir:
+        veth(srv, "s0", cli, "c0")
+        srv.ip("addr", "add", f"{SERVER_IP}/24", "dev", "s0")
+        cli.ip("addr", "add", f"{RELAY_IP}/24", "dev", "c0")
+        proc = start(srv, Path(tmpdir))
+        try:
+            time.sleep(0.3)
+            yield cli, Path(tmpdir)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def bench_protocols(seconds: int, rates: list[int]) -> list[dict]:
     results = []
     for rate in rates:
         for name, start in SERVERS.items():
-            with namespaces("bsrv", "bcli") as (srv, cli), \
-                    tempfile.TemporaryDirectory(dir="/var/tmp") as tmpdir:
-                veth(srv, "s0", cli, "c0")
-                srv.ip("addr", "add", f"{SERVER_IP}/24", "dev", "s0")
-                cli.ip("addr", "add", f"{RELAY_IP}/24", "dev", "c0")
-                proc = start(srv, Path(tmpdir))
-                try:
-                    time.sleep(0.3)
-                    res = perfdhcp(cli, rate, seconds)
-                finally:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                res.update(server=name, offered=rate)
-                results.append(res)
-                d = res["drops"]
-                print(f"{rate:>5}/s offered  {name:<12} {res['rate']:8.1f} exchanges/s  "
-                      f"drops DISCOVER-OFFER {d[0] if d else '?'} REQUEST-ACK "
-                      f"{d[1] if len(d) > 1 else '?'}", flush=True)
-                if res["raw"]:
-                    print(res["raw"][-800:])
+            with served(start) as (cli, _):
+                res = perfdhcp(cli, rate, seconds)
+            res.update(server=name, offered=rate)
+            results.append(res)
+            d = res["drops"]
+            print(f"{rate:>5}/s offered  {name:<12} {res['rate']:8.1f} exchanges/s  "
+                  f"drops DISCOVER-OFFER {d[0] if d else '?'} REQUEST-ACK "
+                  f"{d[1] if len(d) > 1 else '?'}", flush=True)
+            if res["raw"]:
+                print(res["raw"][-800:])
     return results
 
 

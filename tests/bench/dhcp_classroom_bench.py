@@ -18,19 +18,14 @@ import fcntl
 import importlib.util
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.support.netns import namespaces, veth  # noqa: E402
 
 LOCK = "/tmp/bootserverd-bench.lock"
 _spec = importlib.util.spec_from_file_location("dhcp_bench", HERE / "dhcp_bench.py")
@@ -44,23 +39,11 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run_once(name: str, start, clients: int) -> dict:
-    with namespaces("csrv", "crel") as (srv, rel), tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        veth(srv, "s0", rel, "c0")
-        srv.ip("addr", "add", f"{dhcp_bench.SERVER_IP}/24", "dev", "s0")
-        rel.ip("addr", "add", f"{dhcp_bench.RELAY_IP}/24", "dev", "c0")
-        proc = start(srv, Path(tmp))
-        try:
-            time.sleep(0.3)
-            out = Path(tmp) / "out.json"
-            rel.run([sys.executable, str(HERE / "dhcp_classroom.py"), dhcp_bench.RELAY_IP, dhcp_bench.SERVER_IP,
-                     str(clients), str(out)], timeout=120, check=True)
-            record = json.loads(out.read_text())
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with dhcp_bench.served(start) as (rel, tmp):
+        out = tmp / "out.json"
+        rel.run([sys.executable, str(HERE / "dhcp_classroom.py"), dhcp_bench.RELAY_IP, dhcp_bench.SERVER_IP,
+                 str(clients), str(out)], timeout=120, check=True)
+        record = json.loads(out.read_text())
     convs = record["conversations"]
     acked = [c for c in convs if c["ok"]]
     by_mac: dict[str, set] = defaultdict(set)
