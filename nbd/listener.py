@@ -14,6 +14,7 @@ from bootserverd.ops.ratelimit import suffix
 from .admission import Admission
 from .exports import Catalog, ExportInfo, OpenExport
 from .protocol import NBDServerProtocol
+from .sendpool import SendPool
 from .transmission import SessionRecord
 
 log = Logger(namespace="bootserverd.nbd")
@@ -52,8 +53,12 @@ class NBDFactory(Factory):
                  on_session: Callable[[SessionRecord], None] = _ignore,
                  on_count: Callable[[int], None] = _ignore,
                  on_attach: Callable[[NBDServerProtocol], None] = _ignore,
-                 on_close: Callable[[NBDServerProtocol], None] = _ignore) -> None:
+                 on_close: Callable[[NBDServerProtocol], None] = _ignore,
+                 send_pool: SendPool | None = None) -> None:
+        """``send_pool``: the threads that send what the reactor should not wait for (None:
+        the reactor sends everything)."""
         self.catalog, self.clock, self.admission = catalog, clock, admission
+        self.send_pool = send_pool
         self.handshake_timeout = handshake_timeout
         self.on_session, self.on_count = on_session, on_count
         self.on_attach, self.on_close = on_attach, on_close

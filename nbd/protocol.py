@@ -1,6 +1,6 @@
 """Twisted adapter, one NBD connection: its life (handshake timer, close, log lines)
 (listener.py admits connections and keeps the open ones; sender.py queues and writes the
-answers with sendfile).
+answers with sendfile, sendpool.py from a few threads).
 
 The pure modules decide (handshake, transmission, admission, exports); this one feeds them
 bytes and hands their answers to the sender. While the sender waits for a full socket (we
@@ -58,7 +58,7 @@ class NBDServerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.started = self.factory.clock.seconds()
-        self.sender = ReplySender(self.transport, self._abort)
+        self.sender = ReplySender(self.transport, self._abort, self.factory.send_pool, self.resumeProducing)
         self.answers = Answers(self.transport, self.sender, lambda: self._finish("client sent NBD_CMD_DISC"))
         self.transport.setTcpNoDelay(True)   # we coalesce ourselves (MSG_MORE)
         self.transport.registerProducer(self, False)
@@ -70,7 +70,7 @@ class NBDServerProtocol(Protocol):
     def _resume(self, r: Resumed) -> None:
         self.handshake.negotiated.options[:] = r.state.options
         self.export = r.export
-        self.sender.fd = r.export.fd
+        self.sender.attach(r.export)
         self.tx = Transmission(r.export.size, r.state.structured, r.state.contexts)
         self.in_pos, self.sender.stream_pos = r.consumed, r.written
         if r.handover is not None:
@@ -178,7 +178,7 @@ class NBDServerProtocol(Protocol):
         self._stop_timer()
         self.in_pos -= len(t.leftover)     # read again as transmission just below
         self.export = t.export
-        self.sender.fd = t.export.fd
+        self.sender.attach(t.export)
         self.tx = Transmission(t.export.size, t.structured, t.contexts)
         self.factory.attached(self)
         features = ["structured replies" if t.structured else "simple replies",

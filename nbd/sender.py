@@ -1,5 +1,5 @@
 """Answers onto one NBD connection's socket, in order, without copying image data through
-Python (I/O).
+Python when it is large or on the disk (I/O).
 
 ``Answers`` keeps the queue of what the transmission decided (nbd.transmission actions) and
 pauses reading when too many wait, so a slow client costs a bounded queue of small tuples; it
@@ -8,21 +8,24 @@ deep queue of large reads (multi-conn, a copy of the export) does not hold the r
 the booting clients, one small read in flight each, wait.
 ``ReplySender`` writes one reply at a time.
 
-A reply is a header, then (READ) a range of the export's file: the header goes with MSG_MORE
-and the range by os.sendfile from the export's descriptor. When the socket is full the rest of
-a reply stays an (offset, length) range of the file, never bytes in memory, and the connection
-waits for writability (the transport calls its pull producer's resumeProducing); a header cut
-short goes to the transport's own buffer, which the transport drains first.
+A reply is a header, sent with MSG_MORE, then (READ) a range of the export's file by
+os.sendfile from the export's descriptor: from the reactor when the range is small and in the
+page cache, else from a thread of nbd.sendpool when there is one (so the disk and large copies
+do not hold the reactor). When
+the socket is full the rest of a reply stays an (offset, length) range of the file, never bytes
+in memory, and the connection waits for writability (the transport calls its pull producer's
+resumeProducing); a header cut short goes to the transport's own buffer, which the transport
+drains first.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from collections import deque
 from typing import Callable
 
+from .sendpool import SendPool, send_range
 from .transmission import CACHE, DISC, READ, REPLY
 
 QUEUE_HIGH, QUEUE_LOW = 256, 32   # stop reading above this many unanswered requests, resume below
@@ -30,16 +33,26 @@ TURN_BYTES = 256 << 10             # one connection's answers per reactor turn, 
 
 
 class ReplySender:
-    def __init__(self, transport, abort: Callable[[str], None]) -> None:
-        """``abort(reason)``: the connection cannot go on (the peer left, the file is short)."""
+    def __init__(self, transport, abort: Callable[[str], None], pool: SendPool | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        """``abort(reason)``: the connection cannot go on (the peer left, the file is short);
+        ``pool``: sends what the reactor should not wait for (nbd.sendpool); ``on_ready()``: a
+        range sent from the pool is done and the socket takes more."""
         self.transport = transport
         self.sock = transport.getHandle()
         self.abort = abort
-        self.fd: int | None = None          # the export's descriptor, once one is chosen
-        self.blocked = False                # the socket is full: wait for resume()
+        self.pool, self.on_ready = pool, on_ready
+        self.export = None                  # the OpenExport chosen (nbd.exports)
+        self.fd: int | None = None          # its descriptor
+        self.blocked = False                # the socket is full, or the pool is sending: wait
+        self.in_pool = False                # a range of ours is in the pool
+        self.closed = False
         self.pending: tuple[int, int] | None = None   # (offset, length) of a reply's data still to send
         self.bytes_sent = 0                 # payload bytes of READ replies
         self.stream_pos = 0                 # bytes of our stream to the client handed to send() so far
+
+    def attach(self, export) -> None:
+        self.export, self.fd = export, export.fd
 
     def send(self, data: bytes, file_range: tuple[int, int] | None = None) -> None:
         """``data``, then (a READ reply) the export's bytes in ``file_range``."""
@@ -58,14 +71,16 @@ class ReplySender:
             if file_range:
                 self._wait_writable(*file_range)
         elif file_range:
-            self._sendfile(*file_range)
+            self._send_range(*file_range)
 
     def resume(self) -> None:
         """The transport's buffer is empty and the socket writable: finish the pending reply."""
+        if self.in_pool:
+            return
         self.blocked = False
         if self.pending is not None:
             (offset, length), self.pending = self.pending, None
-            self._sendfile(offset, length)
+            self._send_range(offset, length)
 
     def yield_turn(self) -> None:
         """Stop here until the reactor's next turn (resumeProducing when the socket is writable,
@@ -75,30 +90,35 @@ class ReplySender:
 
     def drop(self) -> int:
         """The connection is closing: forget the pending reply; 1 if there was one."""
-        pending, self.pending = self.pending, None
-        return pending is not None
+        cut = self.pending is not None or self.in_pool
+        self.pending, self.closed = None, True
+        return cut
 
-    def _sendfile(self, offset: int, length: int) -> None:
-        sockfd, start, end = self.sock.fileno(), offset, offset + length
-        problem = None
-        try:
-            while offset < end:
-                k = os.sendfile(sockfd, self.fd, offset, end - offset)
-                if k == 0:   # the header promised data we cannot produce: hard disconnect (spec)
-                    problem = "image file shorter than its size at open (truncated in place?)"
-                    break
-                offset += k
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            gone = e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
-            problem = (f"connection lost mid-reply: {e.strerror}" if gone
-                       else f"sendfile failed: {e.strerror}")
-        self.bytes_sent += offset - start
+    def _send_range(self, offset: int, length: int) -> None:
+        pool = self.pool
+        if pool is not None and pool.active and not pool.in_memory(self.export, offset, length):
+            self.blocked = self.in_pool = True
+            return pool.submit(self.sock.fileno(), self.fd, offset, length,
+                               lambda sent, problem: self._sent_from_pool(offset, length, sent, problem))
+        sent, problem = send_range(self.sock.fileno(), self.fd, offset, length)
+        self._range_sent(offset, length, sent, problem)
+
+    def _sent_from_pool(self, offset: int, length: int, sent: int, problem: str | None) -> None:
+        self.in_pool = False
+        if self.closed:
+            return
+        if self._range_sent(offset, length, sent, problem) and self.on_ready is not None:
+            self.blocked = False
+            self.on_ready()
+
+    def _range_sent(self, offset: int, length: int, sent: int, problem: str | None) -> bool:
+        """True when the whole range went out."""
+        self.bytes_sent += sent
         if problem:
             self.abort(problem)
-        elif offset < end:
-            self._wait_writable(offset, end - offset)
+        elif sent < length:
+            self._wait_writable(offset + sent, length - sent)
+        return not problem and sent == length
 
     def _wait_writable(self, offset: int, length: int) -> None:
         """startWriting() with an empty buffer makes the transport call resumeProducing() as

@@ -41,6 +41,7 @@ from nbd.handover import (BadState, Handover, KeptFiles, Resumed, SessionState, 
                           is_connection_group, is_file_group)
 from nbd.listener import NBDFactory, file_id, open_export
 from nbd.protocol import NBDServerProtocol
+from nbd.sendpool import SendPool
 from nbd.tracefile import Tracing, rules_of
 from nbd.transmission import SessionRecord, Transmission
 
@@ -71,11 +72,12 @@ class NBDService(Service):
         # bytes reach the metrics per scrape, as they are sent (_count_sent), not per session
         self.ledger = TransferLedger("nbd", metrics, on_transfer, count_bytes=False)
         counters = {"on_count": metrics.nbd_connections.set} if metrics is not None else {}
+        self.send_pool = SendPool(reactor, config.send_threads)
         self.factory = NBDFactory(
             ExportCatalog(images, open_export), reactor,
             Admission(config.max_connections, config.max_connections_per_client),
             handshake_timeout=config.handshake_timeout, on_session=self._session_ended,
-            on_attach=self._attached, on_close=self._closed, **counters)
+            on_attach=self._attached, on_close=self._closed, send_pool=self.send_pool, **counters)
         self.fd_store = sdnotify.available()
         self.inherited = dict(inherited or {})
         self.keep_connections = False    # set by the app when the process stops (not on SIGHUP)
@@ -119,6 +121,7 @@ class NBDService(Service):
         if not self.config.enabled:
             return
         listen = self.config.listen
+        self.send_pool.start()
         self.port = self._listen(listen)
         log.info("NBD listening on {host}:{port}", host=listen.host,
                  port=self.port.getHost().port)
@@ -130,6 +133,8 @@ class NBDService(Service):
         self.factory.handshake_timeout = config.handshake_timeout
         self.factory.admission.max_connections = config.max_connections
         self.factory.admission.max_per_client = config.max_connections_per_client
+        if self.send_pool.active:
+            self.send_pool.resize(config.send_threads)
         self.tracing.reconfigure(rules_of(config.trace))
         old_listen, self.config = self.config.listen, config
         if config.listen != old_listen and self.port is not None:
@@ -154,7 +159,15 @@ class NBDService(Service):
         if self.port is not None:
             port, self.port = self.port, None
             port.stopListening()      # an adopted listener is only closed here: the store keeps it
+        if handing_over is None:
+            self.send_pool.stop(wait=False)   # its threads end after the ranges queued, at exit
+        else:
+            handing_over.addBoth(self._stop_pool)
         return handing_over
+
+    def _stop_pool(self, result):
+        self.send_pool.stop(wait=False)
+        return result
 
     # -- the fd store ----------------------------------------------------------------------
     def _listen(self, listen):

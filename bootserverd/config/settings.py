@@ -203,6 +203,8 @@ class NbdConfig:
     max_connections: int = field(default=512, metadata={"min": 1, "max": 100000})
     max_connections_per_client: int = field(default=16, metadata={"min": 1, "max": 10000})
     handshake_timeout: float = field(default=10.0, metadata={"min": 0.1, "max": 3600.0})
+    # threads that send reads not in memory and large reads (sendfile), beside the reactor; 0: none
+    send_threads: int = field(default=8, metadata={"min": 0, "max": 64})
     trace: NbdTraceConfig = NbdTraceConfig()
 
 

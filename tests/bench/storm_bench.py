@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The 8:00 storm (#15): N clients boot at once from one image, against bootserverd,
 nbd-server (Debian's defaults) and nbdkit (file plugin), interleaved in one run, same image file.
+``--servers`` may add bootserverd-inline: bootserverd with nbd.send_threads 0 (every reply sent
+from the event loop, as before nbd.sendpool), for before/after figures in the same run.
 
     sudo .venv/bin/python tests/bench/storm_bench.py [--clients 60,120,250]
         [--modes warm,cold,spinning,shaped] [--trace debian|desktop|FILE] [--image FILE]
@@ -132,14 +134,15 @@ class Cgroup:
 
 class Ours:
     label = "bootserverd"
+    options: tuple[str, ...] = ()
 
     def __init__(self, image: Path, work: Path, host: str, ns: str | None, cg: Cgroup) -> None:
         self.port, self.export = free_port(), image.name[:-4]
-        self.log = open(work / "ours.log", "w")
+        self.log = open(work / f"{self.label}.log", "w")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(ns_cmd(ns, [sys.executable, "-m", "tests.support.nbd", str(image.parent),
                                                  "--quiet", "--host", host, "--port", str(self.port),
-                                                 "--max-connections", "1024"]),
+                                                 "--max-connections", "1024", *self.options]),
                                      cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("PORT "):
@@ -150,6 +153,12 @@ class Ours:
     def stop(self) -> None:
         end(self.proc, 10)
         self.log.close()
+
+
+class OursInline(Ours):
+    """Before nbd.sendpool: the event loop sends every reply itself (nbd.send_threads 0)."""
+    label = "bootserverd-inline"
+    options = ("--send-threads", "0")
 
 
 class NbdServer:
@@ -195,7 +204,7 @@ class Nbdkit:
         end(self.proc, 10)
 
 
-SERVERS = (Ours, NbdServer, Nbdkit)
+SERVERS = (Ours, OursInline, NbdServer, Nbdkit)
 
 
 # --- the shaped link ------------------------------------------------------------------------
@@ -495,10 +504,11 @@ def report(results: list[dict], distinct: int, per_client: int) -> None:
         agg = {label: {k: med(x.get(k, 0) for x in rs) for k in
                        ("all_open_s", "done_p50_s", "done_p90_s", "done_max_s", "lat_p50_ms", "lat_p99_ms", "mbps",
                         "server_cpu_s", "client_cpu_s", "reconnects", "errors")} for label, rs in rows.items()}
-        c_best = min((a["done_max_s"] for label, a in agg.items() if label != "bootserverd" and not a["errors"]),
+        c_best = min((a["done_max_s"] for label, a in agg.items() if not label.startswith("bootserverd")
+                      and not a["errors"]),
                      default=None)          # a server that left clients without a session is not "best"
         for label, a in agg.items():
-            ratio = (f"{a['done_max_s'] / c_best:.2f}" if label == "bootserverd" and c_best else "")
+            ratio = (f"{a['done_max_s'] / c_best:.2f}" if label.startswith("bootserverd") and c_best else "")
             floor = ""
             if mode == "shaped":
                 floor = f" (floor {n * distinct / 125e6:.1f} s distinct, {n * per_client / 125e6:.1f} s all reads)"

@@ -234,6 +234,8 @@ def listen_observer(reactor, service, metrics) -> int:
 
 
 def main() -> None:
+    from bootserverd.config.settings import Listen, NbdConfig
+
     ap = argparse.ArgumentParser()
     ap.add_argument("directory")
     ap.add_argument("--max-connections", type=int, default=512)
@@ -241,6 +243,10 @@ def main() -> None:
     ap.add_argument("--handshake-timeout", type=float, default=10.0)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1", help="listen address (the storm benchmark's namespaces)")
+    ap.add_argument("--send-threads", type=int, default=NbdConfig.send_threads,
+                    help="nbd.send_threads (0: the reactor sends everything)")
+    ap.add_argument("--without-cachestat", action="store_true",
+                    help="as on a kernel before 6.5: nbd.sendpool cannot tell what is in memory")
     ap.add_argument("--quiet", action="store_true", help="warnings only (benchmark)")
     ap.add_argument("--observe", action="store_true", help="metrics, and /metrics and /sessions over HTTP")
     args = ap.parse_args()
@@ -249,7 +255,6 @@ def main() -> None:
     from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
                                 globalLogBeginner, textFileLogObserver)
 
-    from bootserverd.config.settings import Listen, NbdConfig
     from services.nbd import NBDService
 
     level = LogLevel.warn if args.quiet else LogLevel.info
@@ -259,12 +264,14 @@ def main() -> None:
     config = NbdConfig(listen=Listen(args.host, args.port),
                        max_connections=args.max_connections,
                        max_connections_per_client=args.max_per_client,
-                       handshake_timeout=args.handshake_timeout)
+                       handshake_timeout=args.handshake_timeout, send_threads=args.send_threads)
     metrics = None
     if args.observe:
         from bootserverd.ops.metrics import Metrics
         metrics = Metrics()
     service = NBDService(config, DirImages(args.directory), reactor=reactor, metrics=metrics)
+    if args.without_cachestat:
+        service.send_pool.page_cache.works = False
     service.startService()
     observer = f" HTTP {listen_observer(reactor, service, metrics)}" if args.observe else ""
     print(f"PORT {service.address[1]}{observer}", flush=True)

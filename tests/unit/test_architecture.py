@@ -36,7 +36,7 @@ PURE = (
 )
 # Modules of the protocol packages that do I/O: the Twisted adapters and their helpers.
 PROTOCOL_IO = {"dhcp.protocol", "dhcp.netif", "dhcp.icmp", "dhcp.journal", "dhcp.watch", "tftp.protocol", "tftp.transfer",
-               "nbd.protocol", "nbd.listener", "nbd.sender", "nbd.tcpstate", "nbd.tracefile", "nbd.keeper"}
+               "nbd.protocol", "nbd.listener", "nbd.sender", "nbd.sendpool", "nbd.pagecache", "nbd.tcpstate", "nbd.tracefile", "nbd.keeper"}
 
 BLOCKER = """
 import sys

@@ -1,0 +1,130 @@
+"""A few threads that copy export bytes to sockets with sendfile (I/O), so that neither a read
+from the disk nor the copy of a large reply holds the one reactor thread.
+
+The reactor answers a read of at most ``INLINE_MAX`` itself when its pages are in the page
+cache, which it asks ``cachestat`` (nbd.pagecache, ~1.5 µs; a MiB found wholly cached is not
+asked about again for a second); anything else (pages on the disk,
+a larger read, a reply the full socket cut short) goes to a thread, which sends the range with
+``os.sendfile`` (the GIL is released while it copies or waits for the disk) and reports back to
+the reactor. A connection has at most one range in the pool at a time, so its answers stay in
+order; the pool's queue is first come, first served.
+
+On a kernel before 6.5 (no cachestat) the reactor sends every small read itself, as before the
+pool, and only larger ones go to a thread: ``preadv2(RWF_NOWAIT)`` is no substitute, its miss
+starts the readahead from the calling thread and can block it for as long as a disk read.
+
+The thread works on duplicates of the socket and file descriptors: the connection may end,
+and its descriptors close and be reused, while the thread still sends.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from .pagecache import PageCache
+
+INLINE_MAX = 128 << 10     # the largest read the reactor answers itself when it is in memory
+CHUNK_BITS = 20            # residency is remembered per MiB of an image ...
+CHUNK_FRESH = 1.0          # ... for this many seconds
+MAX_CHUNKS = 1 << 16       # remembered at most (64 GiB of images), then forgotten at once
+
+Done = Callable[[int, "str | None"], None]   # (bytes sent, why the connection cannot go on)
+
+
+def send_range(sockfd: int, fd: int, offset: int, length: int) -> tuple[int, str | None]:
+    """sendfile ``length`` bytes of ``fd`` from ``offset`` until done or the socket is full:
+    (bytes sent, None) or (bytes sent, the problem that ends the connection)."""
+    sent = 0
+    try:
+        while sent < length:
+            k = os.sendfile(sockfd, fd, offset + sent, length - sent)
+            if k == 0:     # the header promised data we cannot produce: hard disconnect (spec)
+                return sent, "image file shorter than its size at open (truncated in place?)"
+            sent += k
+    except BlockingIOError:
+        pass
+    except OSError as e:
+        gone = e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
+        return sent, (f"connection lost mid-reply: {e.strerror}" if gone else f"sendfile failed: {e.strerror}")
+    return sent, None
+
+
+class SendPool:
+    def __init__(self, reactor, threads: int) -> None:
+        """``threads``: 0 sends everything from the reactor thread, as before the pool."""
+        self.reactor = reactor
+        self.threads = threads
+        self.page_cache = PageCache()
+        self._cached_until: dict[tuple, float] = {}    # (file, MiB) -> monotonic seconds
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._pool is not None
+
+    def start(self) -> None:
+        if self.threads and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbd-send")
+
+    def resize(self, threads: int) -> None:
+        """SIGHUP: the ranges already queued are sent by the old threads, which then end."""
+        if threads != self.threads:
+            self.stop(wait=False)
+            self.threads = threads
+            self.start()
+
+    def stop(self, wait: bool = True) -> None:
+        """After the ranges queued (each is bounded: the sockets are non-blocking)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait)
+
+    def in_memory(self, export, offset: int, length: int) -> bool:
+        """The reactor may send this range of ``export`` (an nbd.exports.OpenExport) itself: it
+        is small and its pages are cached (without cachestat: it is small). A MiB of an image
+        found wholly cached is taken as cached for the next second without asking again: a
+        storm reads the same MiBs over and over, and one dict lookup is cheaper than a syscall."""
+        if length > INLINE_MAX:
+            return False
+        cache = self.page_cache
+        if not cache.works:
+            return True
+        now, file = time.monotonic(), export.file or export.fd
+        first, last = offset >> CHUNK_BITS, (offset + length - 1) >> CHUNK_BITS
+        if first == last and self._cached_until.get((file, first), 0.0) >= now:
+            return True             # most reads: one MiB, known to be cached
+        for chunk in range(first, last + 1):
+            key = (file, chunk)
+            if self._cached_until.get(key, 0.0) >= now:
+                continue
+            start = chunk << CHUNK_BITS
+            if not cache.holds(export.fd, start, min(1 << CHUNK_BITS, export.size - start)):
+                return cache.holds(export.fd, offset, length)
+            if len(self._cached_until) >= MAX_CHUNKS:
+                self._cached_until.clear()
+            self._cached_until[key] = now + CHUNK_FRESH
+        return True
+
+    def submit(self, sockfd: int, fd: int, offset: int, length: int, done: Done) -> None:
+        """Send the range from a thread; ``done(sent, problem)`` runs in the reactor after."""
+        job = os.dup(sockfd), os.dup(fd)
+        try:
+            self._pool.submit(self._send, job, offset, length, done)
+        except BaseException:
+            os.close(job[0])
+            os.close(job[1])
+            raise
+
+    def _send(self, job: tuple[int, int], offset: int, length: int, done: Done) -> None:
+        try:
+            sent, problem = send_range(job[0], job[1], offset, length)
+        except Exception as e:      # never leave the connection waiting for an answer from here
+            sent, problem = 0, f"sendfile failed: {e!r}"
+        finally:
+            os.close(job[0])
+            os.close(job[1])
+        self.reactor.callFromThread(done, sent, problem)
