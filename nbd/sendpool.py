@@ -2,8 +2,8 @@
 from the disk nor the copy of a large reply holds the one reactor thread.
 
 The reactor answers a read of at most ``INLINE_MAX`` itself when its pages are in the page
-cache, which it asks ``cachestat`` (nbd.pagecache, ~1.5 µs; a MiB found wholly cached is not
-asked about again for a second); anything else (pages on the disk,
+cache, which it asks ``cachestat`` (nbd.pagecache, ~1.5 µs; a range found cached is not asked
+about again until the ranges are forgotten, every second); anything else (pages on the disk,
 a larger read, a reply the full socket cut short) goes to a thread, which sends the range with
 ``os.sendfile`` (the GIL is released while it copies or waits for the disk) and reports back to
 the reactor. A connection has at most one range in the pool at a time, so its answers stay in
@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
+
+from twisted.internet.task import LoopingCall
 
 from .pagecache import PageCache
 
 INLINE_MAX = 128 << 10     # the largest read the reactor answers itself when it is in memory
-CHUNK_BITS = 20            # residency is remembered per MiB of an image ...
-CHUNK_FRESH = 1.0          # ... for this many seconds
-MAX_CHUNKS = 1 << 16       # remembered at most (64 GiB of images), then forgotten at once
+CACHED_FRESH = 1.0         # ranges found cached are forgotten this often (the kernel may evict them)
+MAX_REMEMBERED = 1 << 16   # ranges remembered at most until then
 
 Done = Callable[[int, "str | None"], None]   # (bytes sent, why the connection cannot go on)
 
@@ -59,7 +59,9 @@ class SendPool:
         self.reactor = reactor
         self.threads = threads
         self.page_cache = PageCache()
-        self._cached_until: dict[tuple, float] = {}    # (file, MiB) -> monotonic seconds
+        self._cached: set[tuple[str, int, int]] = set()   # (file, offset, length) found cached
+        self._forget = LoopingCall(self._cached.clear)
+        self._forget.clock = reactor
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -69,6 +71,7 @@ class SendPool:
     def start(self) -> None:
         if self.threads and self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbd-send")
+            self._forget.start(CACHED_FRESH, now=False)
 
     def resize(self, threads: int) -> None:
         """SIGHUP: the ranges already queued are sent by the old threads, which then end."""
@@ -81,32 +84,27 @@ class SendPool:
         """After the ranges queued (each is bounded: the sockets are non-blocking)."""
         pool, self._pool = self._pool, None
         if pool is not None:
+            self._forget.stop()
+            self._cached.clear()
             pool.shutdown(wait=wait)
 
     def in_memory(self, export, offset: int, length: int) -> bool:
         """The reactor may send this range of ``export`` (an nbd.exports.OpenExport) itself: it
-        is small and its pages are cached (without cachestat: it is small). A MiB of an image
-        found wholly cached is taken as cached for the next second without asking again: a
-        storm reads the same MiBs over and over, and one dict lookup is cheaper than a syscall."""
+        is small and its pages are cached (without cachestat: it is small). A range found cached
+        is taken as cached until the next second's forgetting without asking again: the clients
+        of a storm read the same ranges one after the other, and a set lookup is cheaper than a
+        syscall."""
         if length > INLINE_MAX:
             return False
-        cache = self.page_cache
-        if not cache.works:
+        key = (export.file, offset, length)
+        if key in self._cached:
             return True
-        now, file = time.monotonic(), export.file or export.fd
-        first, last = offset >> CHUNK_BITS, (offset + length - 1) >> CHUNK_BITS
-        if first == last and self._cached_until.get((file, first), 0.0) >= now:
-            return True             # most reads: one MiB, known to be cached
-        for chunk in range(first, last + 1):
-            key = (file, chunk)
-            if self._cached_until.get(key, 0.0) >= now:
-                continue
-            start = chunk << CHUNK_BITS
-            if not cache.holds(export.fd, start, min(1 << CHUNK_BITS, export.size - start)):
-                return cache.holds(export.fd, offset, length)
-            if len(self._cached_until) >= MAX_CHUNKS:
-                self._cached_until.clear()
-            self._cached_until[key] = now + CHUNK_FRESH
+        if not self.page_cache.works:
+            return True
+        if not self.page_cache.holds(export.fd, offset, length):
+            return False
+        if len(self._cached) < MAX_REMEMBERED:
+            self._cached.add(key)
         return True
 
     def submit(self, sockfd: int, fd: int, offset: int, length: int, done: Done) -> None:

@@ -113,6 +113,11 @@ class Cgroup:
     def cpu_seconds(self) -> float:
         return int((self.cpu / "cpuacct.usage").read_text()) / 1e9
 
+    def kernel_seconds(self) -> float:
+        """The part of cpu_seconds spent in the kernel (cpuacct.stat's system, in USER_HZ ticks)."""
+        fields = dict(line.split() for line in (self.cpu / "cpuacct.stat").read_text().splitlines())
+        return int(fields["system"]) / os.sysconf("SC_CLK_TCK")
+
     def throttle(self, iops: int, bps: int) -> None:
         (self.blkio / "blkio.throttle.read_iops_device").write_text(f"{self.device} {iops}")
         (self.blkio / "blkio.throttle.read_bps_device").write_text(f"{self.device} {bps}")
@@ -280,12 +285,13 @@ def prewarm(image: Path, trace_path: Path, work: Path, share: float) -> str:
 
 def run_one(client: Path, srv, host: str, reads: Path, hashes: Path, n: int, source: str,
             ns: str | None, cg: Cgroup, timeout: float) -> dict:
-    cpu0 = cg.cpu_seconds()
+    cpu0, kernel0 = cg.cpu_seconds(), cg.kernel_seconds()
     r = subprocess.run(ns_cmd(ns, [str(client), "run", host, str(srv.port), srv.export, str(reads), str(hashes),
                                    str(n), source, str(timeout)]),
                        capture_output=True, text=True, timeout=timeout + 30)
     res = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {"errors": n, "first_error": r.stderr}
     res["server_cpu_s"] = cg.cpu_seconds() - cpu0
+    res["server_kernel_s"] = cg.kernel_seconds() - kernel0
     return res
 
 
@@ -465,7 +471,7 @@ def measure(args, trace_path: Path, trace) -> int:
                                       f"done p50 {res.get('done_p50_s', 0):6.2f} p90 {res.get('done_p90_s', 0):6.2f} "
                                       f"max {res.get('done_max_s', 0):6.2f} s  lat p50 {res.get('lat_p50_ms', 0):6.2f} "
                                       f"p99 {res.get('lat_p99_ms', 0):7.2f} ms  {res.get('mbps', 0):6.0f} MB/s  "
-                                      f"cpu {res['server_cpu_s']:5.2f} s (client {res.get('client_cpu_s', 0):.2f})"
+                                      f"cpu {res['server_cpu_s']:5.2f} s (kernel {res['server_kernel_s']:.2f}; client {res.get('client_cpu_s', 0):.2f})"
                                       f"  cached before {res_before / 1e6:.0f} MB  reconnects {res.get('reconnects', 0)}"
                                       + (f"  ERRORS {res['errors']}: {res.get('first_error')}" if res.get("errors") else "")
                                       + (f"\n  prewarm: {note}" if note else ""),

@@ -50,6 +50,12 @@ def evict_all_but_the_first_mib(path) -> bytes:
         os.close(fd)
 
 
+def run_qemu_io(*commands: str, uri: str) -> None:
+    r = subprocess.run(["qemu-io", "-f", "raw", "-r", *commands, uri], env=peer_env(), cwd=PEER_CWD,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -62,6 +68,11 @@ def test_reads_from_the_disk_do_not_hold_reads_from_memory(image_dir, tmp_path):
         h = libnbd.NBD()
         h.connect_uri(server.uri("alpha"))
         baseline = fd_count(server.proc.pid)
+        # Every code path once before the throttle: it slows the server's page faults too, and
+        # this machine pages out code that sat idle for a minute.
+        warm = evict_all_but_the_first_mib(image)
+        h.pread(4096, 0)
+        run_qemu_io("-c", f"read {SIZE - 8192} 4k", uri=server.uri("alpha"))
         warm = evict_all_but_the_first_mib(image)
         reads = [arg for i in range(COLD_READS) for arg in ("-c", f"read -P {0x40 + i} {cold_offset(i)} 4k")]
         with blkio.throttled(server.proc.pid, blkio.device_of(image), IOPS, f"bootserverd-test-{os.getpid()}"):
@@ -108,9 +119,8 @@ def test_what_the_event_loop_sends_itself(image_dir):
         assert not pool.in_memory(export, cold_offset(3), 4096)
         assert not pool.in_memory(export, 4096 - 1, 2)             # one of its two pages is not
         assert not pool.in_memory(export, 0, INLINE_MAX + 1)       # large: a thread, cached or not
-        os.pread(fd, 1 << 20, cold_offset(5))                      # a whole MiB, and the last one
-        os.pread(fd, 1 << 20, SIZE - (1 << 20))
-        assert pool.in_memory(export, cold_offset(5) + 4096, 4096) and pool.in_memory(export, SIZE - 512, 512)
+        os.pread(fd, 4096, SIZE - 4096)
+        assert pool.in_memory(export, SIZE - 512, 512)             # the last page
         pool.page_cache.works = False
         assert pool.in_memory(export, cold_offset(3), 4096) and not pool.in_memory(export, 0, INLINE_MAX + 1)
     finally:
