@@ -1,43 +1,51 @@
-"""Whether a range of a file is in the page cache, without reading it (I/O): Linux's
-``cachestat(2)`` (6.5 and later) through ctypes, about 1 µs. Python has no binding for it."""
+"""Whether a range of an export is in the page cache and readable now, without reading it (I/O):
+``mincore(2)`` on a read-only mapping of the file, through ctypes (Python has no binding, and
+its mmap object gives no address for a read-only map).
+
+Not ``cachestat(2)``: it also counts the pages readahead has only begun to read, and a sendfile
+of those waits for the disk. mincore counts a page only once it is up to date. The mapping is
+never read through, so no page is brought in by asking.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import mmap
 
-CACHESTAT = 451        # the same number on every architecture Debian builds for (after 6.5's unification)
+from bootserverd.ops.libc import MAP_FAILED, RESIDENT, libc
+
 PAGE = mmap.PAGESIZE
+MAX_PAGES = 64           # the longest range asked about, in pages (nbd.sendpool.INLINE_MAX and more)
 
 
-class _Range(ctypes.Structure):
-    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
 
+class FileMap:
+    """A read-only shared mapping of one open file, for ``holds``; ``close`` unmaps it. Costs
+    address space only (one per connection)."""
 
-class _Stat(ctypes.Structure):
-    _fields_ = [("nr_cache", ctypes.c_uint64), ("nr_dirty", ctypes.c_uint64), ("nr_writeback", ctypes.c_uint64),
-                ("nr_evicted", ctypes.c_uint64), ("nr_recently_evicted", ctypes.c_uint64)]
+    def __init__(self, fd: int, size: int) -> None:
+        self.size = size
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0) if size else None
+        self.addr = None if addr in (None, MAP_FAILED) else addr
+
+    def close(self) -> None:
+        if self.addr is not None:
+            libc.munmap(self.addr, self.size)
+            self.addr = None
 
 
 class PageCache:
-    """One per reactor thread (the structures are reused from call to call)."""
+    """One per reactor thread (its page vector is reused from call to call)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._syscall = libc.syscall
-        self._syscall.restype = ctypes.c_long
-        self._range, self._stat = _Range(), _Stat()
-        self._args = ctypes.byref(self._range), ctypes.byref(self._stat), ctypes.c_uint(0)
-        self.works = self._call(-1) != -1 or ctypes.get_errno() != 38   # ENOSYS: a kernel before 6.5
+        self._vec = ctypes.create_string_buffer(MAX_PAGES)
 
-    def _call(self, fd: int) -> int:
-        return self._syscall(CACHESTAT, fd, *self._args)
-
-    def holds(self, fd: int, offset: int, length: int) -> bool:
-        """Every page of [offset, offset+length) is cached (pages being read in count: the read
-        is on its way)."""
-        r = self._range
-        r.off, r.len = offset, length
-        if self._call(fd) != 0:
+    def holds(self, fmap: FileMap, offset: int, length: int) -> bool:
+        """Every page of [offset, offset+length) is cached and up to date."""
+        first = offset // PAGE
+        pages = (offset + length - 1) // PAGE - first + 1
+        if fmap.addr is None or pages > MAX_PAGES:
             return False
-        return self._stat.nr_cache >= (offset + length - 1) // PAGE - offset // PAGE + 1
+        if libc.mincore(fmap.addr + first * PAGE, pages * PAGE, self._vec) != 0:
+            return False
+        return b"\0" not in self._vec.raw[:pages].translate(RESIDENT)

@@ -25,6 +25,7 @@ import socket
 from collections import deque
 from typing import Callable
 
+from .pagecache import FileMap
 from .sendpool import SendPool, send_range
 from .transmission import CACHE, DISC, READ, REPLY
 
@@ -44,6 +45,7 @@ class ReplySender:
         self.pool, self.on_ready = pool, on_ready
         self.export = None                  # the OpenExport chosen (nbd.exports)
         self.fd: int | None = None          # its descriptor
+        self.fmap: FileMap | None = None    # its mapping, for the pool's page cache checks
         self.blocked = False                # the socket is full, or the pool is sending: wait
         self.in_pool = False                # a range of ours is in the pool
         self.closed = False
@@ -92,16 +94,23 @@ class ReplySender:
         """The connection is closing: forget the pending reply; 1 if there was one."""
         cut = self.pending is not None or self.in_pool
         self.pending, self.closed = None, True
+        if self.fmap is not None:
+            self.fmap.close()
         return cut
 
     def _send_range(self, offset: int, length: int) -> None:
         pool = self.pool
-        if pool is not None and pool.active and not pool.in_memory(self.export, offset, length):
+        if pool is not None and pool.active and not pool.in_memory(self.export.file, self._map(), offset, length):
             self.blocked = self.in_pool = True
             return pool.submit(self.sock.fileno(), self.fd, offset, length,
                                lambda sent, problem: self._sent_from_pool(offset, length, sent, problem))
         sent, problem = send_range(self.sock.fileno(), self.fd, offset, length)
         self._range_sent(offset, length, sent, problem)
+
+    def _map(self) -> FileMap:
+        if self.fmap is None:
+            self.fmap = FileMap(self.fd, self.export.size)
+        return self.fmap
 
     def _sent_from_pool(self, offset: int, length: int, sent: int, problem: str | None) -> None:
         self.in_pool = False

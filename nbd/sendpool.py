@@ -2,16 +2,12 @@
 from the disk nor the copy of a large reply holds the one reactor thread.
 
 The reactor answers a read of at most ``INLINE_MAX`` itself when its pages are in the page
-cache, which it asks ``cachestat`` (nbd.pagecache, ~1.5 µs; a range found cached is not asked
-about again until the ranges are forgotten, every second); anything else (pages on the disk,
-a larger read, a reply the full socket cut short) goes to a thread, which sends the range with
-``os.sendfile`` (the GIL is released while it copies or waits for the disk) and reports back to
-the reactor. A connection has at most one range in the pool at a time, so its answers stay in
-order; the pool's queue is first come, first served.
-
-On a kernel before 6.5 (no cachestat) the reactor sends every small read itself, as before the
-pool, and only larger ones go to a thread: ``preadv2(RWF_NOWAIT)`` is no substitute, its miss
-starts the readahead from the calling thread and can block it for as long as a disk read.
+cache and up to date, which it asks ``mincore`` (nbd.pagecache, ~1.5 µs; a range found cached
+is not asked about again until the ranges are forgotten, every second); anything else (pages on
+the disk or still being read in, a larger read, a reply the full socket cut short) goes to a
+thread, which sends the range with ``os.sendfile`` (the GIL is released while it copies or
+waits for the disk) and reports back to the reactor. A connection has at most one range in the
+pool at a time, so its answers stay in order; the pool's queue is first come, first served.
 
 The thread works on duplicates of the socket and file descriptors: the connection may end,
 and its descriptors close and be reused, while the thread still sends.
@@ -26,7 +22,7 @@ from typing import Callable
 
 from twisted.internet.task import LoopingCall
 
-from .pagecache import PageCache
+from .pagecache import FileMap, PageCache
 
 INLINE_MAX = 128 << 10     # the largest read the reactor answers itself when it is in memory
 CACHED_FRESH = 1.0         # ranges found cached are forgotten this often (the kernel may evict them)
@@ -88,20 +84,18 @@ class SendPool:
             self._cached.clear()
             pool.shutdown(wait=wait)
 
-    def in_memory(self, export, offset: int, length: int) -> bool:
-        """The reactor may send this range of ``export`` (an nbd.exports.OpenExport) itself: it
-        is small and its pages are cached (without cachestat: it is small). A range found cached
-        is taken as cached until the next second's forgetting without asking again: the clients
-        of a storm read the same ranges one after the other, and a set lookup is cheaper than a
+    def in_memory(self, file: str, fmap: FileMap, offset: int, length: int) -> bool:
+        """The reactor may send this range of ``file`` (an export's identity, mapped by ``fmap``)
+        itself: it is small and its pages are cached and up to date. A range found so is taken
+        as cached until the next second's forgetting, without asking again: the clients of a
+        storm read the same ranges one after the other, and a set lookup is cheaper than a
         syscall."""
         if length > INLINE_MAX:
             return False
-        key = (export.file, offset, length)
+        key = (file, offset, length)
         if key in self._cached:
             return True
-        if not self.page_cache.works:
-            return True
-        if not self.page_cache.holds(export.fd, offset, length):
+        if not self.page_cache.holds(fmap, offset, length):
             return False
         if len(self._cached) < MAX_REMEMBERED:
             self._cached.add(key)

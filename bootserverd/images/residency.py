@@ -15,7 +15,6 @@ pages stay ordinary page cache that the kernel may reclaim.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import platform
@@ -24,17 +23,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from bootserverd.ops.libc import MAP_FAILED, RESIDENT, libc
+
 PAGE = mmap.PAGESIZE
 WINDOW = 1 << 30                  # bytes mapped at a time by resident_bytes
 CHUNK = 4 << 20                   # bytes read per step by warm
-_ODD = bytes(i & 1 for i in range(256))
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
-_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
-_MAP_FAILED = ctypes.c_void_p(-1).value
 
 # ioprio_set(2): no libc wrapper; the syscall number by architecture
 _IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "armv7l": 314, "i686": 289, "ppc64le": 273, "s390x": 282,
@@ -51,18 +45,18 @@ def resident_bytes(path, windows: int = WINDOW) -> int:
         pages = 0
         for start in range(0, size, windows):
             length = min(windows, size - start)
-            addr = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
-            if addr in (None, _MAP_FAILED):
+            addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+            if addr in (None, MAP_FAILED):
                 err = ctypes.get_errno()
                 raise OSError(err, f"mmap: {os.strerror(err)}", str(path))
             try:
                 vec = (ctypes.c_ubyte * ((length + PAGE - 1) // PAGE))()
-                if _libc.mincore(addr, length, vec) != 0:
+                if libc.mincore(addr, length, vec) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, f"mincore: {os.strerror(err)}", str(path))
-                pages += bytes(vec).translate(_ODD).count(1)
+                pages += bytes(vec).translate(RESIDENT).count(1)
             finally:
-                _libc.munmap(addr, length)
+                libc.munmap(addr, length)
         return pages * PAGE
     finally:
         os.close(fd)
@@ -91,7 +85,7 @@ def lower_priority() -> str:
     except (OSError, AttributeError):
         pass
     if _IOPRIO_SET is not None:
-        syscall = _libc.syscall
+        syscall = libc.syscall
         syscall.restype = ctypes.c_long
         if syscall(ctypes.c_long(_IOPRIO_SET), ctypes.c_int(_IOPRIO_WHO_PROCESS), ctypes.c_int(tid),
                    ctypes.c_int(_IOPRIO_CLASS_IDLE << 13)) == 0:

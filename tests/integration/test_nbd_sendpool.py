@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nbd.exports import OpenExport
+from nbd.pagecache import FileMap
 from nbd.sendpool import INLINE_MAX, SendPool
 from tests.support import blkio
 from tests.support.nbd import PEER_CWD, Server, load_libnbd, peer_env
@@ -107,21 +107,28 @@ def test_reads_from_the_disk_do_not_hold_reads_from_memory(image_dir, tmp_path):
 
 
 def test_what_the_event_loop_sends_itself(image_dir):
-    """Small ranges in memory; every range but a large one on a kernel without cachestat."""
+    """Small ranges whose pages are cached and up to date; never a large one."""
     pool = SendPool(reactor=None, threads=2)
     fd = os.open(image_dir / "alpha.img", os.O_RDONLY)
-    export = OpenExport("alpha", SIZE, fd=fd, file="alpha")
+    fmap = FileMap(fd, SIZE)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.pread(fd, 8192, 4096)
-        assert pool.page_cache.works               # this machine's kernel is 6.5 or later
-        assert pool.in_memory(export, 4096, 8192)
-        assert not pool.in_memory(export, cold_offset(3), 4096)
-        assert not pool.in_memory(export, 4096 - 1, 2)             # one of its two pages is not
-        assert not pool.in_memory(export, 0, INLINE_MAX + 1)       # large: a thread, cached or not
+        assert pool.in_memory("alpha", fmap, 4096, 8192)
+        assert not pool.in_memory("alpha", fmap, cold_offset(3), 4096)
+        assert not pool.in_memory("alpha", fmap, 4096 - 1, 2)             # one of its two pages is not
+        assert not pool.in_memory("alpha", fmap, 0, INLINE_MAX + 1)       # large: a thread, cached or not
         os.pread(fd, 4096, SIZE - 4096)
-        assert pool.in_memory(export, SIZE - 512, 512)             # the last page
-        pool.page_cache.works = False
-        assert pool.in_memory(export, cold_offset(3), 4096) and not pool.in_memory(export, 0, INLINE_MAX + 1)
+        assert pool.in_memory("alpha", fmap, SIZE - 512, 512)             # the last page
+        # Pages readahead has begun to read are not ready: a sendfile of them would wait.
+        with blkio.throttled(os.getpid(), blkio.device_of(image_dir / "alpha.img"), 1, f"bootserverd-test-{os.getpid()}"):
+            os.pread(fd, 4096, cold_offset(1))             # takes this second's one read
+            os.posix_fadvise(fd, cold_offset(4), 4096, os.POSIX_FADV_WILLNEED)
+            assert not pool.in_memory("alpha", fmap, cold_offset(4), 4096)
+            began = time.monotonic()
+            os.pread(fd, 4096, cold_offset(4))
+            assert time.monotonic() - began > 0.3             # it was still on its way
+        assert pool.in_memory("alpha", fmap, cold_offset(4), 4096)
     finally:
+        fmap.close()
         os.close(fd)

@@ -20,6 +20,7 @@ import yaml
 
 from bootserverd.images import prewarmer, residency
 from bootserverd.images.prewarmer import Job, run_job
+from bootserverd.ops.libc import libc
 from tests.support.config import write_config
 from tests.support.daemon import Daemon
 from tests.support.images import build_image
@@ -132,16 +133,16 @@ def test_a_new_version_gets_the_previous_versions_traced_files(tmp_path):
 
 
 def pages_resident(path: Path) -> list[bool]:
-    """Per page, resident or not (mincore through the module's libc map; the file is a few MiB)."""
+    """Per page, resident or not (mincore through bootserverd.ops.libc; the file is a few MiB)."""
     size = path.stat().st_size
     fd = os.open(path, os.O_RDONLY)
     try:
-        addr = residency._libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         vec = (ctypes.c_ubyte * ((size + PAGE - 1) // PAGE))()
         try:
-            assert residency._libc.mincore(addr, size, vec) == 0
+            assert libc.mincore(addr, size, vec) == 0
         finally:
-            residency._libc.munmap(addr, size)
+            libc.munmap(addr, size)
         return [bool(b & 1) for b in vec]
     finally:
         os.close(fd)

@@ -245,8 +245,6 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1", help="listen address (the storm benchmark's namespaces)")
     ap.add_argument("--send-threads", type=int, default=NbdConfig.send_threads,
                     help="nbd.send_threads (0: the reactor sends everything)")
-    ap.add_argument("--without-cachestat", action="store_true",
-                    help="as on a kernel before 6.5: nbd.sendpool cannot tell what is in memory")
     ap.add_argument("--quiet", action="store_true", help="warnings only (benchmark)")
     ap.add_argument("--observe", action="store_true", help="metrics, and /metrics and /sessions over HTTP")
     args = ap.parse_args()
@@ -270,8 +268,6 @@ def main() -> None:
         from bootserverd.ops.metrics import Metrics
         metrics = Metrics()
     service = NBDService(config, DirImages(args.directory), reactor=reactor, metrics=metrics)
-    if args.without_cachestat:
-        service.send_pool.page_cache.works = False
     service.startService()
     observer = f" HTTP {listen_observer(reactor, service, metrics)}" if args.observe else ""
     print(f"PORT {service.address[1]}{observer}", flush=True)
