@@ -5,6 +5,7 @@ codec.py, handshake.py, transmission.py, admission.py (connection limits) and ex
 restarted or crashed process leaves for the next) are pure: stdlib only, no I/O; protocol.py
 is the Twisted adapter that owns sockets and file descriptors, keeper.py keeps a kept
 connection's in-flight log current, tcpstate.py reads the kernel's
-stream counters of a kept connection, sendpool.py sends from threads. Imports: nothing
+stream counters of a kept connection, sendpool.py sends from threads what is not in memory
+(pagecache.py tells). Imports: nothing
 of the application but bootserverd.ops (the shared rate-limited log rule).
 """

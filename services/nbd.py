@@ -133,7 +133,7 @@ class NBDService(Service):
         self.factory.handshake_timeout = config.handshake_timeout
         self.factory.admission.max_connections = config.max_connections
         self.factory.admission.max_per_client = config.max_connections_per_client
-        if self.send_pool.active:
+        if self.running:
             self.send_pool.resize(config.send_threads)
         self.tracing.reconfigure(rules_of(config.trace))
         old_listen, self.config = self.config.listen, config

@@ -66,6 +66,20 @@ def test_service_listens_where_configured_and_only_when_enabled(tmp_path):
     assert off.address is None and off.reactor.tcpServers == []
 
 
+def test_send_threads_follow_sighup(tmp_path):
+    svc = NBDService(NbdConfig(listen=Listen("127.0.0.1", 0)), DirImages(tmp_path), reactor=MemoryReactorClock())
+    svc.startService()
+    try:
+        assert svc.send_pool.active and svc.send_pool.threads == NbdConfig.send_threads
+        svc.reconfigure(NbdConfig(listen=Listen("127.0.0.1", 0), send_threads=0))
+        assert not svc.send_pool.active          # the event loop sends everything
+        svc.reconfigure(NbdConfig(listen=Listen("127.0.0.1", 0), send_threads=3))
+        assert svc.send_pool.active and svc.send_pool.threads == 3
+    finally:
+        svc.stopService()
+    assert not svc.send_pool.active
+
+
 def test_on_session_errors_are_contained(tmp_path):
     def boom(record):
         raise RuntimeError("metrics broke")
