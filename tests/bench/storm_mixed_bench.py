@@ -109,6 +109,8 @@ def main() -> int:
             image_a, client, reads, hashes = storm.prepare(work, storm.default_image(args.trace), reads_list)
             image_b = image_a.with_name("classroom-b.img")
             shutil.copyfile(image_a, image_b)
+            with open(image_b, "rb+") as f:
+                os.fsync(f.fileno())            # clean pages: evict() can drop them all
             st = image_a.stat()
             device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
             print(f"machine: {storm.machine()}; load average at start {open('/proc/loadavg').read().split()[:3]}")
