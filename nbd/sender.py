@@ -55,6 +55,8 @@ class ReplySender:
 
     def attach(self, export) -> None:
         self.export, self.fd = export, export.fd
+        if self.pool is not None:
+            self.fmap = FileMap(export.fd, export.size)
 
     def send(self, data: bytes, file_range: tuple[int, int] | None = None) -> None:
         """``data``, then (a READ reply) the export's bytes in ``file_range``."""
@@ -100,17 +102,15 @@ class ReplySender:
 
     def _send_range(self, offset: int, length: int) -> None:
         pool = self.pool
-        if pool is not None and pool.active and not pool.in_memory(self.export.file, self._map(), offset, length):
+        if pool is not None and not pool.in_memory(self.export.file, self.fmap, offset, length):
             self.blocked = self.in_pool = True
             return pool.submit(self.sock.fileno(), self.fd, offset, length,
                                lambda sent, problem: self._sent_from_pool(offset, length, sent, problem))
         sent, problem = send_range(self.sock.fileno(), self.fd, offset, length)
-        self._range_sent(offset, length, sent, problem)
-
-    def _map(self) -> FileMap:
-        if self.fmap is None:
-            self.fmap = FileMap(self.fd, self.export.size)
-        return self.fmap
+        if sent == length:
+            self.bytes_sent += sent
+        else:
+            self._range_sent(offset, length, sent, problem)
 
     def _sent_from_pool(self, offset: int, length: int, sent: int, problem: str | None) -> None:
         self.in_pool = False

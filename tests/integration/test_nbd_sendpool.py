@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from twisted.internet.task import Clock
 
 from nbd.pagecache import FileMap
 from nbd.sendpool import INLINE_MAX, SendPool
@@ -108,9 +109,11 @@ def test_reads_from_the_disk_do_not_hold_reads_from_memory(image_dir, tmp_path):
 
 def test_what_the_event_loop_sends_itself(image_dir):
     """Small ranges whose pages are cached and up to date; never a large one."""
-    pool = SendPool(reactor=None, threads=2)
+    pool = SendPool(Clock(), threads=2)
     fd = os.open(image_dir / "alpha.img", os.O_RDONLY)
     fmap = FileMap(fd, SIZE)
+    assert pool.in_memory("alpha", fmap, 0, INLINE_MAX + 1)     # no threads yet: the event loop sends all
+    pool.start()
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.pread(fd, 8192, 4096)
@@ -130,5 +133,6 @@ def test_what_the_event_loop_sends_itself(image_dir):
             assert time.monotonic() - began > 0.3             # it was still on its way
         assert pool.in_memory("alpha", fmap, cold_offset(4), 4096)
     finally:
+        pool.stop()
         fmap.close()
         os.close(fd)
