@@ -86,10 +86,10 @@ class SendPool:
 
     def in_memory(self, file: str, fmap: FileMap, offset: int, length: int) -> bool:
         """The reactor may send this range of ``file`` (an export's identity, mapped by ``fmap``)
-        itself: there are no threads, or it is small and its pages are cached and up to date. A range found so is taken
-        as cached until the next second's forgetting, without asking again: the clients of a
-        storm read the same ranges one after the other, and a set lookup is cheaper than a
-        syscall."""
+        itself: there are no threads, or it is small and its pages are cached and up to date.
+        A range found so is taken as cached until the next second's forgetting, without asking
+        again: the clients of a storm read the same ranges one after the other, and a set
+        lookup is cheaper than a syscall."""
         if self._pool is None:
             return True                 # no threads: the reactor sends everything
         if length > INLINE_MAX:
