@@ -46,6 +46,7 @@ class ReplySender:
         self.export = None                  # the OpenExport chosen (nbd.exports)
         self.fd: int | None = None          # its descriptor
         self.fmap: FileMap | None = None    # its mapping, for the pool's page cache checks
+        self.pool_fds: tuple[int, int] | None = None   # the threads' duplicates of socket and file
         self.blocked = False                # the socket is full, or the pool is sending: wait
         self.in_pool = False                # a range of ours is in the pool
         self.closed = False
@@ -98,13 +99,22 @@ class ReplySender:
         self.pending, self.closed = None, True
         if self.fmap is not None:
             self.fmap.close()
+        if not self.in_pool:
+            self._close_pool_fds()
         return cut
+
+    def _close_pool_fds(self) -> None:
+        fds, self.pool_fds = self.pool_fds, None
+        for fd in fds or ():
+            os.close(fd)
 
     def _send_range(self, offset: int, length: int) -> None:
         pool = self.pool
         if pool is not None and not pool.in_memory(self.export.file, self.fmap, offset, length):
+            if self.pool_fds is None:   # the connection may end, and its own fds be reused, mid-send
+                self.pool_fds = os.dup(self.sock.fileno()), os.dup(self.fd)
             self.blocked = self.in_pool = True
-            return pool.submit(self.sock.fileno(), self.fd, offset, length,
+            return pool.submit(*self.pool_fds, offset, length,
                                lambda sent, problem: self._sent_from_pool(offset, length, sent, problem))
         sent, problem = send_range(self.sock.fileno(), self.fd, offset, length)
         if sent == length:
@@ -115,7 +125,7 @@ class ReplySender:
     def _sent_from_pool(self, offset: int, length: int, sent: int, problem: str | None) -> None:
         self.in_pool = False
         if self.closed:
-            return
+            return self._close_pool_fds()
         if self._range_sent(offset, length, sent, problem) and self.on_ready is not None:
             self.blocked = False
             self.on_ready()

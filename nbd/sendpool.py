@@ -9,8 +9,9 @@ thread, which sends the range with ``os.sendfile`` (the GIL is released while it
 waits for the disk) and reports back to the reactor. A connection has at most one range in the
 pool at a time, so its answers stay in order; the pool's queue is first come, first served.
 
-The thread works on duplicates of the socket and file descriptors: the connection may end,
-and its descriptors close and be reused, while the thread still sends.
+The thread works on the connection's duplicates of its socket and file descriptors (made at
+its first range for the threads, closed when it ends and no range of it is in a thread): the
+connection may end, and its own descriptors close and be reused, while the thread still sends.
 """
 
 from __future__ import annotations
@@ -104,21 +105,13 @@ class SendPool:
         return True
 
     def submit(self, sockfd: int, fd: int, offset: int, length: int, done: Done) -> None:
-        """Send the range from a thread; ``done(sent, problem)`` runs in the reactor after."""
-        job = os.dup(sockfd), os.dup(fd)
-        try:
-            self._pool.submit(self._send, job, offset, length, done)
-        except BaseException:
-            os.close(job[0])
-            os.close(job[1])
-            raise
+        """Send the range from a thread; ``done(sent, problem)`` runs in the reactor after.
+        ``sockfd`` and ``fd`` must stay open until then: the connection's duplicates."""
+        self._pool.submit(self._send, sockfd, fd, offset, length, done)
 
-    def _send(self, job: tuple[int, int], offset: int, length: int, done: Done) -> None:
+    def _send(self, sockfd: int, fd: int, offset: int, length: int, done: Done) -> None:
         try:
-            sent, problem = send_range(job[0], job[1], offset, length)
+            sent, problem = send_range(sockfd, fd, offset, length)
         except Exception as e:      # never leave the connection waiting for an answer from here
             sent, problem = 0, f"sendfile failed: {e!r}"
-        finally:
-            os.close(job[0])
-            os.close(job[1])
         self.reactor.callFromThread(done, sent, problem)
