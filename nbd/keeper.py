@@ -1,5 +1,8 @@
-"""Keeping a connection's in-flight log current (I/O: the transport's reads, the log's memfd;
-the log itself and the replay after a crash are nbd.inflight, pure).
+"""A connection kept across a restart (I/O; what is kept and the replay after a crash are
+nbd.handover and nbd.inflight, pure): ``resume`` one adopted from the systemd fd store
+(``Resumed``: the export's file, what was negotiated, a request read in part, answers owed),
+``session_state`` and ``detach`` one for the next process (taken out of the reactor, not
+closed, its socket left to the store), and ``InflightKeeper``, its in-flight log kept current.
 
 The log holds the request bytes read and not yet fully answered. It is started from what the
 connection already owes (a replay after a crash, a request read in part before a restart), fed
@@ -15,8 +18,56 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import main
+from twisted.logger import Logger
 
+from .handover import Handover, Resumed, SessionState
 from .inflight import InflightLog
+from .transmission import Transmission
+
+log = Logger(namespace="bootserverd.nbd")
+
+
+def resume(p, r: Resumed) -> None:
+    """Serve on ``p`` (an nbd.protocol.NBDServerProtocol just made) what the stopped process left."""
+    p.handshake.negotiated.options[:] = r.state.options
+    p.export = r.export
+    p.sender.attach(r.export)
+    p.tx = Transmission(r.export.size, r.state.structured, r.state.contexts)
+    p.in_pos, p.sender.stream_pos = r.consumed, r.written
+    if r.handover is not None:
+        p.parser.resume(r.handover.buffered, r.handover.skip)
+    owed = ""
+    if r.replay is not None:
+        p.parser.resume(r.replay.buffered, r.replay.skip)
+        owed = f", {len(r.replay.actions)} answers owed by the stopped process" if r.replay.actions else ""
+    log.info("NBD {client} resumed on export {export!r} after a restart (first served as {first}){owed}",
+             client=p.client, export=r.export.name, first=r.state.client, owed=owed)
+    if r.replay is not None and r.replay.actions:
+        p.answers.add(r.replay.actions)
+
+
+def session_state(p) -> SessionState:
+    """What a restarted daemon needs to serve ``p`` on (in transmission only)."""
+    first = p.resumed.state.client if p.resumed else p.client
+    return SessionState.of(p.export, p.tx, p.handshake.negotiated.options, first)
+
+
+def detach(p) -> Handover:
+    """Take ``p`` out of the reactor without closing its socket (the fd store keeps it for the
+    next process): no close, no shutdown, no log line of an ended session."""
+    p.detached = p.closing = True
+    p.stop_timer()
+    p.transport.unregisterProducer()
+    p.transport.stopReading()
+    p.transport.stopWriting()
+    buffered, skip = p.parser.pending()
+    return Handover(buffered, skip)
+
+
+def keep_inflight(p, buf) -> None:
+    """From now on, log ``p``'s requests read and not yet answered into ``buf`` (the mmap of a
+    memfd the fd store keeps beside its socket)."""
+    p.inflight = InflightKeeper(p, buf)
 
 
 class InflightKeeper:

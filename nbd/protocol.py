@@ -6,9 +6,8 @@ The pure modules decide (handshake, transmission, admission, exports); this one 
 bytes and hands their answers to the sender. While the sender waits for a full socket (we
 are the transport's pull producer: resumeProducing) nothing else is answered.
 
-A connection can also start in transmission: adopted from the systemd fd store after a restart
-(``Resumed``: the export's file, what was negotiated, a request read in part), and it can be
-``detach``ed at a restart: taken out of the reactor, not closed, its socket left to the store.
+A connection can also start in transmission, adopted from the systemd fd store after a restart,
+and be detached at one: nbd.keeper.
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from . import codec as c
+from . import keeper
 from .exports import OpenExport
 from .handshake import Close, Handshake, Send, Transmit
-from .handover import Handover, Resumed, SessionState
-from .keeper import InflightKeeper
+from .handover import Resumed
 from .sender import Answers, ReplySender
 from .transmission import RequestParser, SessionRecord, Transmission
 
@@ -47,7 +46,7 @@ class NBDServerProtocol(Protocol):
         self.reason: str | None = None
         self.requests = 0
         self.in_pos = 0                     # bytes of the client's stream read so far
-        self.inflight: InflightKeeper | None = None   # kept connections: what a crash would leave
+        self.inflight: keeper.InflightKeeper | None = None   # kept connections: what a crash would leave
         self.started = 0.0
         self.trace = None          # an nbd.trace.Recorder when this session is recorded (nbd.tracefile)
         self._timer = None
@@ -63,47 +62,14 @@ class NBDServerProtocol(Protocol):
         self.transport.setTcpNoDelay(True)   # we coalesce ourselves (MSG_MORE)
         self.transport.registerProducer(self, False)
         if self.resumed is not None:
-            return self._resume(self.resumed)
+            return keeper.resume(self, self.resumed)
         self._timer = self.factory.clock.callLater(self.factory.handshake_timeout, self._timed_out)
         self._run(self.handshake.start())
-
-    def _resume(self, r: Resumed) -> None:
-        self.handshake.negotiated.options[:] = r.state.options
-        self.export = r.export
-        self.sender.attach(r.export)
-        self.tx = Transmission(r.export.size, r.state.structured, r.state.contexts)
-        self.in_pos, self.sender.stream_pos = r.consumed, r.written
-        if r.handover is not None:
-            self.parser.resume(r.handover.buffered, r.handover.skip)
-        owed = ""
-        if r.replay is not None:
-            self.parser.resume(r.replay.buffered, r.replay.skip)
-            owed = f", {len(r.replay.actions)} answers owed by the stopped process" if r.replay.actions else ""
-        log.info("NBD {client} resumed on export {export!r} after a restart (first served as {first}){owed}",
-                 client=self.client, export=r.export.name, first=r.state.client, owed=owed)
-        if r.replay is not None and r.replay.actions:
-            self.answers.add(r.replay.actions)
-
-    def session_state(self) -> SessionState:
-        """What a restarted daemon needs to serve this connection on (in transmission only)."""
-        first = self.resumed.state.client if self.resumed else self.client
-        return SessionState.of(self.export, self.tx, self.handshake.negotiated.options, first)
-
-    def detach(self) -> Handover:
-        """Leave the reactor without closing the socket (the fd store keeps it for the next
-        process): no close, no shutdown, no log line of an ended session."""
-        self.detached = self.closing = True
-        self._stop_timer()
-        self.transport.unregisterProducer()
-        self.transport.stopReading()
-        self.transport.stopWriting()
-        buffered, skip = self.parser.pending()
-        return Handover(buffered, skip)
 
     def connectionLost(self, reason) -> None:
         if self.detached:
             return          # handed to the next process; the reactor let go of it at shutdown
-        self._stop_timer()
+        self.stop_timer()
         self.closing = True
         why, by_client = SessionRecord.why_closed(self.reason, self.soft, bool(reason.check(terror.ConnectionDone)),
                                                   reason.getErrorMessage(), self.answers.stop())
@@ -116,7 +82,7 @@ class NBDServerProtocol(Protocol):
         log.info("NBD {client} {summary}", summary=record.summary(), **vars(record))
         self.factory.connection_ended(self, record)
 
-    def _stop_timer(self) -> None:
+    def stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -158,11 +124,6 @@ class NBDServerProtocol(Protocol):
         if self.inflight is not None:
             self.inflight.settle()
 
-    def keep_inflight(self, buf) -> None:
-        """From now on, log the requests read and not yet answered into ``buf`` (a memfd the fd
-        store keeps): nbd.keeper."""
-        self.inflight = InflightKeeper(self, buf)
-
     def _run(self, actions: list) -> None:
         for act in actions:
             if isinstance(act, Send):
@@ -175,7 +136,7 @@ class NBDServerProtocol(Protocol):
                 self._enter(act)
 
     def _enter(self, t: Transmit) -> None:
-        self._stop_timer()
+        self.stop_timer()
         self.in_pos -= len(t.leftover)     # read again as transmission just below
         self.export = t.export
         self.sender.attach(t.export)

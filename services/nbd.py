@@ -36,6 +36,7 @@ from bootserverd.ops.transfers import Transfer, TransferLedger
 from nbd.admission import Admission
 from nbd.exports import ExportCatalog, Images, OpenExport
 from nbd import inflight as inflight_log
+from nbd import keeper
 from nbd import tcpstate
 from nbd.handover import (BadState, Handover, KeptFiles, Resumed, SessionState, decode, file_group, group_name,
                           is_connection_group, is_file_group)
@@ -133,7 +134,7 @@ class NBDService(Service):
         self.factory.handshake_timeout = config.handshake_timeout
         self.factory.admission.max_connections = config.max_connections
         self.factory.admission.max_per_client = config.max_connections_per_client
-        if self.running:
+        if self.port is not None:                 # serving: the threads follow the new count
             self.send_pool.resize(config.send_threads)
         self.tracing.reconfigure(rules_of(config.trace))
         old_listen, self.config = self.config.listen, config
@@ -211,7 +212,7 @@ class NBDService(Service):
         if self.files.hold(file) and not sdnotify.store_fds(file_group(file), [p.export.fd]):
             self.files.release(file)
             return
-        if self._store(name, p, p.session_state(), inflight=True):
+        if self._store(name, p, keeper.session_state(p), inflight=True):
             p.fd_group = name
         elif self.files.release(file):
             sdnotify.remove_fds(file_group(file))
@@ -228,7 +229,7 @@ class NBDService(Service):
                 memfds.append(_memfd(handover.encode()))
             if inflight:
                 memfds.append(_memfd(b"", size=inflight_log.SIZE))
-                p.keep_inflight(mmap.mmap(memfds[-1], inflight_log.SIZE))
+                keeper.keep_inflight(p, mmap.mmap(memfds[-1], inflight_log.SIZE))
             return sdnotify.store_fds(name, [p.transport.fileno(), *memfds])
         except OSError as e:     # memfd_create refused (a seccomp filter): served on, not kept
             log.warn("NBD {client}: cannot keep the connection for a restart: {error}", client=p.client,
@@ -384,8 +385,8 @@ class NBDService(Service):
             p.reason = f"answers not sent within {DRAIN_SECONDS:g} s of the stop"
             p.transport.abortConnection()
             return 0
-        state = p.session_state()
-        handover = p.detach()
+        state = keeper.session_state(p)
+        handover = keeper.detach(p)
         if handover.buffered or handover.skip:
             self._store(p.fd_group, p, state, handover)
         return 1
